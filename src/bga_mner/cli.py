@@ -1,0 +1,52 @@
+"""The ``bga-mner`` command line: ``bga-mner <command> --help`` for each command.
+
+Each command lives in ``bga_mner.commands.<name>`` and is imported only when run, so that
+``bga-mner stats`` does not pay for importing torch and Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+COMMANDS: dict[str, str] = {
+    "fit": "train and test a model from a config (best dev-F1 checkpoint, results JSON)",
+    "test": "evaluate a checkpoint on a test set",
+    "predict": "tag raw text lines or a CoNLL file with a checkpoint (no images needed)",
+    "stats": "tweets and entities per type per split (the paper's Table 1)",
+    "score": "entity-level P/R/F1 of a predicted CoNLL file against the gold one",
+    "synth": "generate the synthetic multimodal NER set (the embedded default)",
+    "detect": "run Faster R-CNN over an image folder and write objects.jsonl",
+    "params": "parameter counts by component, at train and inference time (Table 5)",
+    "report": "paper-shaped tables and the Fig. 5 plot from a runs folder",
+    "bench": "training and inference throughput of BGA-MNER against BERT-CRF",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bga-mner", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=f"bga_mner.commands.{name}")
+        # arguments are added lazily in main() for the chosen command only
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help or the error and exits
+        return 2
+    module = importlib.import_module(f"bga_mner.commands.{argv[0]}")
+    sub = argparse.ArgumentParser(prog=f"bga-mner {argv[0]}", description=COMMANDS[argv[0]])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

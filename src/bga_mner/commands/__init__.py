@@ -1,0 +1,1 @@
+"""One module per `bga-mner` sub-command; each defines ``add_arguments(parser)`` and ``main(args) -> int``."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 ENTITY_TYPES: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC")
 LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
@@ -113,8 +113,18 @@ def read_conll(path: str | Path, type_map: Mapping[str, str] | None = None) -> l
         path: the file.
         type_map: entity-type renames (default: ``{"OTHER": "MISC"}``; ``{}`` keeps types as-is).
     """
-    with open(path, encoding="utf-8") as f:
-        return parse_conll_lines(f, path=path, type_map=type_map)
+    return parse_conll_lines(_utf8_lines(path), path=path, type_map=type_map)
+
+
+def _utf8_lines(path: str | Path) -> Iterator[str]:
+    """The file's lines, decoded one by one so that a non-UTF-8 byte names its line."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise CoNLLFormatError(path, line_no, f"not UTF-8: byte {raw[err.start]:#04x} "
+                                       f"at byte {err.start} of the line") from None
 
 
 def write_conll(path: str | Path, tweets: Iterable[Tweet],

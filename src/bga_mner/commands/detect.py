@@ -1,0 +1,51 @@
+"""``bga-mner detect IMAGES_DIR --out objects.jsonl``: Faster R-CNN detections for the data module.
+
+Put the result where the data module looks for it (``<data root>/objects.jsonl``, or set
+``data.objects_file``). Unreadable images are warned about by name, skipped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of <IMGID>.jpg files")
+    parser.add_argument("--out", required=True, help="objects file to write (JSONL)")
+    parser.add_argument("--weights", choices=("default", "none"), default="default",
+                        help="default: COCO weights from the torch hub cache (no download); "
+                             "none: random init (tests)")
+    parser.add_argument("--score-threshold", type=float, default=0.0,
+                        help="drop detections scoring below this (default 0.0)")
+    parser.add_argument("--max-objects", type=int, default=10, help="detections kept per image")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    parser.add_argument("--min-size", type=int, default=800,
+                        help="detector's internal resize of the shorter side (torchvision default 800)")
+    parser.add_argument("--max-size", type=int, default=1333,
+                        help="detector's cap on the longer side (torchvision default 1333)")
+    parser.add_argument("--proposals", type=int, default=1000,
+                        help="RPN proposals per image at test time (torchvision default 1000)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from bga_mner.data.detect import detect_folder
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if min(args.max_objects, args.batch_size, args.proposals) < 1:
+        print("error: --max-objects, --batch-size and --proposals must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        stats = detect_folder(args.images_dir, args.out, weights=args.weights,
+                              score_threshold=args.score_threshold, max_objects=args.max_objects,
+                              device=args.device, batch_size=args.batch_size,
+                              min_size=args.min_size, max_size=args.max_size,
+                              proposals=args.proposals)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {stats.written} images with detections written; "
+          f"{stats.unreadable} unreadable skipped (of {stats.images} files)")
+    return 0

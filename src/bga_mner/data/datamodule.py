@@ -1,0 +1,258 @@
+"""``MNERDataModule``: Twitter-2015, Twitter-2017 or the synthetic set as batches (docs/ARCHITECTURE.md).
+
+Settings (the ``data:`` section of the config):
+
+- data set: ``name`` (``twitter2015`` | ``twitter2017`` | ``synthetic``), ``root`` (default
+  ``<paths.data_dir>/<name>``; the synthetic set is generated into
+  ``<paths.cache_dir>/synthetic-<hash>``), ``images_dir`` (default ``<root>/images``),
+  ``objects_file`` (default ``<root>/objects.jsonl``; absent: no object crops). Real data without
+  images is fine: every tweet gets ``has_image=False``, counted and logged.
+- ``use_images=false``: no visual input at all; the batch has no image keys.
+- data-limited (Fig. 5): ``train_limit=n`` keeps n train tweets drawn with the run seed (in file
+  order) and saves their ids to ``<run_dir>/train_subset.json``.
+- modality-missing (Table 7): ``modality_missing=true`` replaces every TEST image by one uniform
+  grey image (every pixel 128 before normalisation) with no objects, and ``has_image=True``:
+  the paper's setting (after UMT) gives the model an image that is present but empty, rather than
+  marking the image absent. Train and dev are unchanged.
+- cross-domain (Table 6): ``test_name`` / ``test_root`` take the test split of another data set.
+
+After :meth:`MNERDataModule.setup`, ``truncated_counts`` and ``missing_image_counts`` hold
+``{split: count}`` for the results JSON (missing counts are None with ``use_images=false``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
+
+from bga_mner.data.conll import SPLITS, Tweet, read_conll
+from bga_mner.data.detect import read_objects
+from bga_mner.data.encode import Encoding, collate_text, encode_batch
+from bga_mner.data.images import ImageStore, VisualSample
+from bga_mner.data.synthetic import SynthConfig, ensure_synthetic
+
+log = logging.getLogger(__name__)
+
+
+class Item(NamedTuple):
+    """One dataset element: the tweet, its encoding and its visual input (None without images)."""
+
+    tweet: Tweet
+    encoding: Encoding
+    visual: VisualSample | None
+
+
+class MNERDataset(Dataset):
+    """Tweets with their encodings and, optionally, their images.
+
+    Args:
+        tweets: the split's tweets.
+        encodings: one :class:`Encoding` per tweet.
+        store: where images come from; None = text only.
+        replacement: if given, every tweet gets this visual input (modality-missing).
+    """
+
+    def __init__(self, tweets: Sequence[Tweet], encodings: Sequence[Encoding],
+                 store: ImageStore | None = None, replacement: VisualSample | None = None) -> None:
+        if len(tweets) != len(encodings):
+            raise ValueError(f"{len(tweets)} tweets but {len(encodings)} encodings")
+        self.tweets, self.encodings = list(tweets), list(encodings)
+        self.store, self.replacement = store, replacement
+
+    def __len__(self) -> int:
+        return len(self.tweets)
+
+    def __getitem__(self, i: int) -> Item:
+        tweet = self.tweets[i]
+        visual = self.replacement if self.replacement is not None else (
+            self.store.load(tweet.image_id) if self.store is not None else None)
+        return Item(tweet, self.encodings[i], visual)
+
+
+def collate(items: Sequence[Item], pad_token_id: int) -> dict[str, Any]:
+    """The batch dict of docs/ARCHITECTURE.md (image keys only when the items carry images)."""
+    batch: dict[str, Any] = collate_text([it.encoding for it in items],
+                                         [it.tweet.tags for it in items], pad_token_id)
+    if items[0].visual is not None:
+        batch["image"] = torch.stack([it.visual.image for it in items])          # (B, 3, G, G)
+        batch["crops"] = torch.stack([it.visual.crops for it in items])          # (B, K, 3, C, C)
+        batch["crop_mask"] = torch.stack([it.visual.crop_mask for it in items])  # (B, K)
+        batch["has_image"] = torch.tensor([it.visual.has_image for it in items])  # (B,)
+    batch["ids"] = [it.tweet.image_id for it in items]
+    batch["words"] = [list(it.tweet.words) for it in items]
+    batch["tags"] = [list(it.tweet.tags) for it in items]
+    return batch
+
+
+def _plain(cfg: Mapping | DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+class MNERDataModule(L.LightningDataModule):
+    """Train/valid/test loaders of one data set (see the module docstring for the settings).
+
+    Args:
+        data_cfg: the config's ``data:`` section.
+        tokenizer: the text encoder's fast tokenizer.
+        seed: the run seed (train shuffling and the data-limited subset).
+        run_dir: the run folder (``train_subset.json`` goes there); None: not saved.
+        data_dir: ``paths.data_dir``, parent of the named data sets.
+        cache_dir: ``paths.cache_dir``, home of the synthetic set and (by default) the image cache.
+    """
+
+    def __init__(self, data_cfg: Mapping | DictConfig, tokenizer: PreTrainedTokenizerBase,
+                 seed: int = 42, run_dir: str | Path | None = None,
+                 data_dir: str | Path = "../shared/data", cache_dir: str | Path = ".cache") -> None:
+        super().__init__()
+        self.cfg = _plain(data_cfg)
+        self.tokenizer, self.seed = tokenizer, seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.data_dir, self.cache_dir = Path(data_dir), Path(cache_dir)
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no pad token")
+        self.name: str = self.cfg["name"]
+        test_root = self.cfg.get("test_root")
+        self.test_name: str = self.cfg.get("test_name") or (Path(test_root).name if test_root
+                                                            else self.name)
+        self.datasets: dict[str, MNERDataset] = {}
+        self.truncated_counts: dict[str, int] = {}
+        self.missing_image_counts: dict[str, int | None] = {}
+        self.train_subset_ids: list[str] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase,
+                    run_dir: str | Path | None = None) -> "MNERDataModule":
+        """Build from the whole merged config (``data``, ``seed``, ``paths``)."""
+        return cls(cfg.data, tokenizer, seed=cfg.seed, run_dir=run_dir,
+                   data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir)
+
+    # ------------------------------------------------------------------ locations
+    def _root(self, name: str, root: str | None) -> Path:
+        if root:
+            return Path(root)
+        if name == "synthetic":
+            return ensure_synthetic(self.cache_dir, SynthConfig(**(self.cfg.get("synthetic") or {})))
+        return self.data_dir / name
+
+    def _store(self, root: Path, images_dir: str | None, objects_file: str | None) -> ImageStore:
+        images = Path(images_dir) if images_dir else root / "images"
+        objects_path = Path(objects_file) if objects_file else root / "objects.jsonl"
+        if not images.is_dir():
+            log.warning("%s: no image folder: every tweet of this data set has no image", images)
+        if objects_path.is_file():
+            objects = read_objects(objects_path)
+        else:
+            if objects_file:
+                raise FileNotFoundError(f"{objects_path}: data.objects_file not found")
+            log.info("%s: no objects file: images get no object crops", objects_path)
+            objects = {}
+        cache = self.cfg.get("cache_dir") or self.cache_dir / "images"
+        return ImageStore(images, objects, global_size=self.cfg["global_size"],
+                          crop_size=self.cfg["crop_size"], num_objects=self.cfg["num_objects"],
+                          cache_dir=cache)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def _cross_domain(self) -> bool:
+        return bool(self.cfg.get("test_name") or self.cfg.get("test_root"))
+
+    def prepare_data(self) -> None:
+        sets = [(self.name, self.cfg.get("root"))]
+        if self._cross_domain():
+            sets.append((self.test_name, self.cfg.get("test_root")))
+        for name, root in sets:
+            if name == "synthetic" and not root:
+                self._root(name, None)  # generate once, on the main process
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        type_map = self.cfg.get("type_map") or {}
+        root = self._root(self.name, self.cfg.get("root"))
+        cross = self._cross_domain()
+        test_root = self._root(self.test_name, self.cfg.get("test_root")) if cross else root
+        tweets: dict[str, list[Tweet]] = {}
+        for split in SPLITS:
+            split_root = test_root if split == "test" else root
+            path = split_root / f"{split}.txt"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing split file of data set {split_root}")
+            tweets[split] = read_conll(path, type_map=type_map)
+        tweets["train"] = self._limit_train(tweets["train"])
+
+        use_images = bool(self.cfg["use_images"])
+        stores: dict[str, ImageStore | None] = {"train": None, "valid": None, "test": None}
+        if use_images:
+            main = self._store(root, self.cfg.get("images_dir"), self.cfg.get("objects_file"))
+            stores = {"train": main, "valid": main,
+                      "test": self._store(test_root, None, None) if cross else main}
+        for split in SPLITS:
+            encodings = encode_batch(self.tokenizer, [t.words for t in tweets[split]],
+                                     self.cfg["max_length"])
+            self.truncated_counts[split] = sum(e.truncated for e in encodings)
+            if self.truncated_counts[split]:
+                log.info("%s: %d of %d tweets truncated to max_length=%d word pieces", split,
+                         self.truncated_counts[split], len(encodings), self.cfg["max_length"])
+            store, replacement = stores[split], None
+            if store is None:
+                self.missing_image_counts[split] = None
+            elif split == "test" and self.cfg.get("modality_missing"):
+                replacement = store.uniform()
+                self.missing_image_counts[split] = 0
+                log.info("test: modality-missing: all %d images replaced by one uniform grey image",
+                         len(tweets[split]))
+            else:
+                counts = store.prepare([t.image_id for t in tweets[split]], split=split)
+                self.missing_image_counts[split] = counts.without_image
+            self.datasets[split] = MNERDataset(tweets[split], encodings, store, replacement)
+
+    def _limit_train(self, train: list[Tweet]) -> list[Tweet]:
+        n = self.cfg.get("train_limit")
+        if n is None:
+            return train
+        if not 0 < int(n) <= len(train):
+            raise ValueError(f"data.train_limit={n}: must be between 1 and the {len(train)} "
+                             f"train tweets")
+        chosen = sorted(random.Random(self.seed).sample(range(len(train)), int(n)))
+        subset = [train[i] for i in chosen]
+        self.train_subset_ids = [t.image_id for t in subset]
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            record = {"dataset": self.name, "n": int(n), "seed": self.seed,
+                      "indices": chosen, "ids": self.train_subset_ids}
+            (self.run_dir / "train_subset.json").write_text(json.dumps(record, indent=1) + "\n")
+        log.info("train: data-limited to %d of %d tweets (seed %d)", len(subset), len(train), self.seed)
+        return subset
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        workers = int(self.cfg.get("num_workers") or 0)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.datasets[split],
+                          batch_size=self.cfg["batch_size" if shuffle else "eval_batch_size"],
+                          shuffle=shuffle, generator=generator, num_workers=workers,
+                          persistent_workers=workers > 0,
+                          collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,94 @@
+"""Entity-level precision, recall and micro-F1 (the paper's metric, Sec. 4.1).
+
+An entity counts as correct when its type and its exact word span match a gold entity. Spans
+come from :func:`bga_mner.data.spans.bio_to_spans` (conlleval chunking, as UMT's evaluation code
+and seqeval's default mode). Scores are percentages (0-100); a ratio with a zero denominator is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torchmetrics import Metric
+
+from bga_mner.data.conll import ENTITY_TYPES
+from bga_mner.data.spans import bio_to_spans
+
+Scores = dict[str, dict[str, float]]
+_TYPE_INDEX = {t: i for i, t in enumerate(ENTITY_TYPES)}
+
+
+def _prf(tp: float, n_pred: float, n_gold: float) -> dict[str, float]:
+    precision = 100.0 * tp / n_pred if n_pred else 0.0
+    recall = 100.0 * tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _count(counts: list[int], spans: set, where: str) -> None:
+    for span in spans:
+        if span.type not in _TYPE_INDEX:
+            raise ValueError(f"{where}: entity type {span.type!r} not in {ENTITY_TYPES}")
+        counts[_TYPE_INDEX[span.type]] += 1
+
+
+class SpanF1(Metric):
+    """Exact-match entity P/R/F1, overall (micro) and per type, over word-level BIO tags.
+
+    States are per-type counts (true positives, predicted, gold) summed across processes.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        n_types = len(ENTITY_TYPES)
+        self.add_state("tp", default=torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("n_pred", default=torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("n_gold", default=torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Sequence[Sequence[str]], target: Sequence[Sequence[str]]) -> None:
+        """Add tweets.
+
+        Args:
+            preds: predicted tags, one list per tweet.
+            target: gold tags, one list per tweet, each as long as its prediction.
+        """
+        if len(preds) != len(target):
+            raise ValueError(f"{len(preds)} predicted tweets but {len(target)} gold tweets")
+        n_types = len(ENTITY_TYPES)
+        tp, n_pred, n_gold = [0] * n_types, [0] * n_types, [0] * n_types
+        for i, (pred, gold) in enumerate(zip(preds, target)):
+            if len(pred) != len(gold):
+                raise ValueError(f"tweet {i}: {len(pred)} predicted tags but {len(gold)} gold tags")
+            pred_spans, gold_spans = set(bio_to_spans(pred)), set(bio_to_spans(gold))
+            _count(n_pred, pred_spans, f"tweet {i} (prediction)")
+            _count(n_gold, gold_spans, f"tweet {i} (gold)")
+            _count(tp, pred_spans & gold_spans, f"tweet {i}")
+        device = self.tp.device
+        self.tp += torch.tensor(tp, device=device)
+        self.n_pred += torch.tensor(n_pred, device=device)
+        self.n_gold += torch.tensor(n_gold, device=device)
+
+    def compute(self) -> Scores:
+        """``{"overall": {"precision", "recall", "f1"}, "PER": {...}, "LOC", "ORG", "MISC"}`` in %."""
+        tp, n_pred, n_gold = (x.tolist() for x in (self.tp, self.n_pred, self.n_gold))
+        scores = {"overall": _prf(sum(tp), sum(n_pred), sum(n_gold))}
+        for i, etype in enumerate(ENTITY_TYPES):
+            scores[etype] = _prf(tp[i], n_pred[i], n_gold[i])
+        return scores
+
+
+def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Scores:
+    """Entity P/R/F1 of predicted against gold tag sequences (see :class:`SpanF1`).
+
+    Args:
+        gold: gold tags, one list per tweet.
+        pred: predicted tags, aligned with ``gold``.
+    """
+    metric = SpanF1()
+    metric.update(pred, gold)
+    return metric.compute()

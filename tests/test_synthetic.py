@@ -1,0 +1,128 @@
+"""data/synthetic.py and ``bga-mner synth``: a deterministic set where the image tells the type."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bga_mner.cli import main as cli
+from bga_mner.data.conll import read_split_dir
+from bga_mner.data.detect import read_objects
+from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, TYPE_OBJECTS, SynthConfig, ensure_synthetic,
+                                     entity_style, generate)
+
+SMALL = SynthConfig(train=120, valid=40, test=40, seed=3)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, SMALL)
+    return root
+
+
+def test_same_seed_identical_files_other_seed_differs(small_set: Path, tmp_path: Path) -> None:
+    generate(tmp_path / "again", SMALL)
+    assert _digest(tmp_path / "again") == _digest(small_set)
+    generate(tmp_path / "other", SynthConfig(train=120, valid=40, test=40, seed=4))
+    other = _digest(tmp_path / "other")
+    assert other["train.txt"] != _digest(small_set)["train.txt"]
+
+
+def test_files_are_consistent(small_set: Path) -> None:
+    splits = read_split_dir(small_set)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 120, "valid": 40, "test": 40}
+    meta = json.loads((small_set / "meta.json").read_text())["tweets"]
+    objects = read_objects(small_set / "objects.jsonl")
+    images = {p.stem for p in (small_set / "images").iterdir()}
+    ids = [t.image_id for tweets in splits.values() for t in tweets]
+    assert len(set(ids)) == len(ids) == len(meta)
+    with_image = {i for i in ids if meta[i]["has_image"]}
+    assert images == with_image == set(objects)
+    assert 0.03 < 1 - len(with_image) / len(ids) < 0.2  # ~10% without an image
+    for image_id in list(with_image)[:20]:
+        width, height = Image.open(small_set / "images" / f"{image_id}.jpg").size
+        det = objects[image_id]
+        assert det.scores == sorted(det.scores, reverse=True)
+        assert all(CATEGORIES[label] == name for label, name in zip(det.labels, det.names))
+        for x1, y1, x2, y2 in det.boxes:
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+
+
+def test_entities_tags_objects_cues_and_ambiguity(small_set: Path) -> None:
+    splits = read_split_dir(small_set)
+    meta = json.loads((small_set / "meta.json").read_text())["tweets"]
+    objects = read_objects(small_set / "objects.jsonl")
+    types_of_name: dict[str, set[str]] = defaultdict(set)
+    n_ambiguous = n_cues = 0
+    for tweet in (t for tweets in splits.values() for t in tweets):
+        m = meta[tweet.image_id]
+        for e in m["entities"]:
+            assert tweet.tags[e["start"]] == f"B-{e['type']}"
+            assert " ".join(tweet.words[e["start"]:e["end"]]) == e["name"]
+            assert e["object"] in TYPE_OBJECTS[e["type"]]
+            if m["has_image"]:  # one object of the entity's kind is drawn and detected
+                assert e["object"] in objects[tweet.image_id].names
+            if e["ambiguous"]:
+                types_of_name[e["name"]].add(e["type"])
+        for pos in m["ambiguous_positions"]:
+            assert tweet.tags[pos] != "O" and tweet.words[pos] in AMBIGUOUS
+        n_ambiguous += bool(m["ambiguous_positions"])
+        for cue in m["cue_words"]:
+            assert tweet.words[cue["position"]] == cue["word"] and tweet.tags[cue["position"]] == "O"
+            n_cues += 1
+    assert n_ambiguous > 20 and n_cues > 20
+    assert sum(len(types) > 1 for types in types_of_name.values()) >= 5  # same string, other types
+
+
+def test_entity_colour_is_drawn_in_its_box(small_set: Path) -> None:
+    meta = json.loads((small_set / "meta.json").read_text())["tweets"]
+    objects = read_objects(small_set / "objects.jsonl")
+    checked = 0
+    for image_id, m in meta.items():
+        if not m["has_image"] or len(m["entities"]) != 1:
+            continue
+        (entity,) = m["entities"]
+        colour, _ = entity_style(entity["name"])
+        det = objects[image_id]
+        box = det.boxes[det.names.index(entity["object"])]
+        pixels = Image.open(small_set / "images" / f"{image_id}.jpg").convert("RGB").crop(
+            tuple(int(v) for v in box)).getdata()
+        close = sum(max(abs(a - b) for a, b in zip(p, colour)) < 40 for p in pixels)
+        assert close > 0.1 * len(pixels), (image_id, entity)
+        checked += 1
+        if checked == 15:
+            break
+    assert checked == 15
+    assert entity_style("Jordan") == entity_style("Jordan")
+
+
+def test_ensure_synthetic_generates_once(tmp_path: Path) -> None:
+    cfg = SynthConfig(train=5, valid=3, test=3, seed=1)
+    root = ensure_synthetic(tmp_path, cfg)
+    assert root == tmp_path / f"synthetic-{cfg.digest()}" and (root / "meta.json").is_file()
+    stamp = (root / "meta.json").stat().st_mtime_ns
+    assert ensure_synthetic(tmp_path, cfg) == root
+    assert (root / "meta.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folder left
+    assert SynthConfig(train=6, valid=3, test=3, seed=1).digest() != cfg.digest()
+
+
+def test_synth_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli(["synth", str(tmp_path / "s"), "--train", "4", "--valid", "2", "--test", "2",
+                "--seed", "5"]) == 0
+    assert "4/2/2 train/valid/test" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "s").iterdir()} == {
+        "train.txt", "valid.txt", "test.txt", "images", "objects.jsonl", "meta.json"}
+    generate(tmp_path / "t", SynthConfig(train=4, valid=2, test=2, seed=5))
+    assert _digest(tmp_path / "s") == _digest(tmp_path / "t")

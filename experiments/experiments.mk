@@ -1,0 +1,101 @@
+# The paper's experiments as make targets (included by the Makefile; `make help` lists them).
+#
+# Each run is a file target, $(RUNS)/<run name>/results.json, so make skips finished runs: a run
+# shared by several tables (BERT-CRF is Table 2's baseline, Table 3's "w/o SCS & w/o MCG" and
+# Fig. 5's reference; full BGA-MNER is in Tables 2, 3, 4 and 7) trains once, and an interrupted
+# `make all` resumes where it stopped. To redo a run, delete its folder.
+#   SEEDS='42 43 44'  one run per seed; the report shows mean ± std
+#   PROFILE=smoke     synthetic set, tiny models, CPU: the data set loop collapses to `synthetic`
+#   RUNS=DIR          where the runs and the report go
+#   DATA_DIR=DIR      where the data sets are (default: paths.data_dir of the base config)
+#   FIG5_SIZES='50 100 200 400'  training-set sizes of the data-efficiency runs
+
+EXP        := experiments
+FIG5_SIZES ?= 50 100 200 400
+DATA_DIR   ?=
+SMOKE      := $(filter smoke,$(PROFILE))
+DATASETS   := $(if $(SMOKE),synthetic,twitter2015 twitter2017)
+FIT_COMMON := run.profile=$(PROFILE) paths.runs_dir=$(RUNS) $(if $(DATA_DIR),paths.data_dir=$(DATA_DIR))
+BERT_CRF   := model.use_mcg=false data.use_images=false
+REPORT      = $(BGA) report $(RUNS)
+
+run_path = $(RUNS)/$(1)/results.json
+
+# One run. $(1): run name, $(2): experiment folder, $(3): data set, $(4): seed, $(5): more overrides.
+define FIT_RULE
+$(call run_path,$(1)): | $(STAMP)
+	$(BGA) fit --config $(EXP)/$(2)/config.yaml run.name=$(1) data.name=$(3) seed=$(4) $(FIT_COMMON) $(5)
+endef
+
+# $(call fit,NAME,EXPERIMENT,DATASET,SEED,OVERRIDES): define the run's rule, return its file.
+fit = $(eval $(call FIT_RULE,$(1),$(2),$(3),$(4),$(5)))$(call run_path,$(1))
+# $(call std_runs,EXPERIMENT[,NAME,OVERRIDES]): the experiment on every data set and seed.
+std_runs = $(foreach d,$(DATASETS),$(foreach s,$(SEEDS),$(call fit,$(or $(2),$(1))-$(d)-seed$(s),$(1),$(d),$(s),$(3))))
+
+BGA_RUNS      := $(call std_runs,bga_mner)
+BERT_CRF_RUNS := $(call std_runs,bert_crf)
+TABLE2_RUNS   := $(BGA_RUNS) $(BERT_CRF_RUNS)
+ABLATION_RUNS := $(TABLE2_RUNS) $(call std_runs,wo_scs) $(call std_runs,wo_cycle) $(call std_runs,wo_scs_cycle)
+TABLE4_RUNS   := $(BGA_RUNS) $(call std_runs,real_visual)
+TABLE7_RUNS   := $(BGA_RUNS) $(call std_runs,modality_missing)
+FIG5_RUNS     := $(foreach n,$(FIG5_SIZES),\
+                   $(call std_runs,data_limited,data_limited-bga-n$(n),data.train_limit=$(n))\
+                   $(call std_runs,data_limited,data_limited-text-n$(n),data.train_limit=$(n) $(BERT_CRF)))
+# Cross-domain: train on one set, test on the other. The smoke profile has one data set only,
+# so there the target only needs the in-domain run (the report says why the table is empty).
+TABLE6_RUNS   := $(if $(SMOKE),$(BGA_RUNS),$(foreach s,$(SEEDS),\
+                   $(call fit,cross_domain-twitter2017-to-twitter2015-seed$(s),cross_domain,twitter2017,$(s),data.test_name=twitter2015)\
+                   $(call fit,cross_domain-twitter2015-to-twitter2017-seed$(s),cross_domain,twitter2015,$(s),data.test_name=twitter2017)))
+PARAMS_JSON   := $(RUNS)/params-$(PROFILE)/params.json
+ALL_RUNS      := $(sort $(ABLATION_RUNS) $(TABLE4_RUNS) $(TABLE7_RUNS) $(FIG5_RUNS) $(TABLE6_RUNS))
+
+$(PARAMS_JSON): | $(STAMP)
+	@mkdir -p $(@D)
+	$(BGA) params --config $(EXP)/params/config.yaml run.profile=$(PROFILE) --json > $@.tmp
+	@mv $@.tmp $@
+
+.PHONY: reproduce-table2 ablations data-efficiency table4 table5 table6 table7 all data detect wandb-sync report
+
+reproduce-table2: $(TABLE2_RUNS) ## Table 2: BGA-MNER and BERT-CRF on Twitter-2015/2017
+	$(REPORT) --table 2
+
+ablations: $(ABLATION_RUNS) ## Table 3: w/o SCS, w/o cycle, w/o SCS & cycle, w/o SCS & MCG (= BERT-CRF)
+	$(REPORT) --table 3
+
+data-efficiency: $(FIG5_RUNS) ## Fig. 5: BGA-MNER and BERT-CRF trained on FIG5_SIZES tweets
+	$(REPORT) --table fig5
+
+table4: $(TABLE4_RUNS) ## Table 4: real against generated visual features at inference
+	$(REPORT) --table 4
+
+table5: $(PARAMS_JSON) ## Table 5: parameter counts at train and inference time (no training)
+	$(REPORT) --table 5
+
+table6: $(TABLE6_RUNS) ## Table 6: cross-domain, 2017 -> 2015 and 2015 -> 2017
+	$(REPORT) --table 6
+
+table7: $(TABLE7_RUNS) ## Table 7: every test image replaced by an empty one
+	$(REPORT) --table 7
+
+all: $(ALL_RUNS) $(PARAMS_JSON) ## every experiment above, then the whole report
+	$(REPORT) --table all
+
+report: | $(STAMP) ## print and write (RUNS/report/) every table and the Fig. 5 plot from RUNS
+	$(REPORT) --table all
+
+data: | $(STAMP) ## download the Twitter-2015/2017 text (sha256-checked) into DATA_DIR
+	$(BIN)/python -m bga_mner.data_fetch $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+detect: | $(STAMP) ## Faster R-CNN objects of DATA_DIR/<set>/images -> DATA_DIR/<set>/objects.jsonl
+	@dir="$(or $(DATA_DIR),$$($(BIN)/python -c 'from bga_mner.config import load_config; print(load_config().paths.data_dir)'))"; \
+	for d in twitter2015 twitter2017; do \
+	  if [ -d "$$dir/$$d/images" ]; then \
+	    echo "$(BGA) detect $$dir/$$d/images --out $$dir/$$d/objects.jsonl"; \
+	    $(BGA) detect "$$dir/$$d/images" --out "$$dir/$$d/objects.jsonl" || exit 1; \
+	  else echo "skip $$d: no folder $$dir/$$d/images (make data says where the images go)"; fi; \
+	done
+
+wandb-sync: | $(STAMP) ## upload the offline W&B runs under RUNS (after `wandb login`)
+	@runs="$$(find $(RUNS) -type d -name 'offline-run-*' 2>/dev/null)"; \
+	if [ -z "$$runs" ]; then echo "no offline W&B runs under $(RUNS)"; \
+	else WANDB_MODE=online $(BIN)/wandb sync $$runs; fi

@@ -1,0 +1,264 @@
+"""BGA-MNER (Sec. 3): a text branch and a visual branch joined by N bidirectional generative alignment layers.
+
+    text:   BERT embeddings -> BertLayer 0 -> BGA layers 1..N (hybrid BertLayers 1..N) -> CRF head
+    visual: ViT patch embedding of image + K crops -> Block 0 -> BGA layers 1..N
+    BGA layer l:  m_t = SCS_t(T, m_t^{l-1})      m_v = SCS_v(V, m_v^{l-1})            (Eq. 1)
+                  V_hat = G_t2v(T, Q_v, m_t)      T_hat = G_v2t(V, Q_t, m_v)           (Eqs. 2-4)
+                  L_recon^l, L_cycle^l                                                 (Eqs. 5-7)
+                  T <- Hybrid_t(T, [T; V_hat])    V <- Hybrid_v(V, [V; T_hat])          (Eq. 8)
+
+Decisions where the paper is silent (also in docs/implementation_notes.md):
+
+* The visual output of the last BGA layer feeds nothing (no loss, no prediction), so the last
+  ViT block and the ViT's final norm are not built: the visual branch keeps blocks 0..N-1.
+* The text branch always attends to the GENERATED visual tokens (training and inference, all Nv
+  of them: they exist whether or not the image had crops). ``inference_visual=real`` (Table 4)
+  swaps in the real visual tokens of the same level at evaluation (missing crops masked).
+* Losses: per-token KL(generated || real), summed over the units weighted by the keep masks
+  (Eq. 5, Eq. 7), averaged over samples that have an image, then over layers (1/N, Eq. 11).
+  Targets are not detached: the alignment moves both branches. Cycle generation uses all real
+  units as its mask (padding is never a unit).
+* Widths: each generator works at the width of what it generates; when the two encoders differ
+  in width, linear projections map the other branch's tokens in (``memory_proj``) and the
+  generated tokens into the extracting branch (``visual_to_text``, ``text_to_visual``).
+
+``use_mcg=False`` builds exactly BERT-CRF: the same BERT layers (their own ``forward``) and CRF head,
+no sampler, generator or visual module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bga_mner.models.backbones import VisualEmbedding, VisualSpec
+from bga_mner.models.backbones import visual_spec as spec_of
+from bga_mner.models.crf_head import CRFHead
+from bga_mner.models.generator import CrossModalGenerator, masked_token_loss
+from bga_mner.models.hybrid_layer import HybridBertLayer, HybridViTBlock
+from bga_mner.models.sampler import ContextSampler
+
+INFERENCE_VISUAL = ("generated", "real")
+# parameter-name prefix -> component (longest prefix wins); used by ``params`` and optimiser groups
+COMPONENTS: dict[str, str] = {
+    "text_embeddings": "text encoder",
+    "text_layers": "text encoder",
+    "visual_embed": "visual encoder",
+    "visual_layers": "visual encoder",
+    "text_samplers": "text samplers",
+    "visual_samplers": "visual samplers",
+    "t2v": "t2v generator",
+    "v2t": "v2t generator",
+    "visual_embed.crop_pos_embed": "crop pos/projections",
+    "t2v.memory_proj": "crop pos/projections",
+    "v2t.memory_proj": "crop pos/projections",
+    "visual_to_text": "crop pos/projections",
+    "text_to_visual": "crop pos/projections",
+    "crf_head": "CRF head",
+}
+# what image-free inference never touches (dropped by ``inference_state_dict``)
+VISUAL_ONLY = ("visual_embed.", "visual_layers.", "visual_samplers.", "v2t.", "text_to_visual.")
+
+
+def component_of(param_name: str) -> str:
+    """The component (a ``COMPONENTS`` value) a parameter belongs to."""
+    best = max((p for p in COMPONENTS if param_name == p or param_name.startswith(p + ".")), key=len,
+               default=None)
+    if best is None:
+        raise KeyError(f"parameter {param_name!r} belongs to no known component")
+    return COMPONENTS[best]
+
+
+@dataclass
+class BGAOutput:
+    """What ``BGAMNER.forward`` returns.
+
+    Attributes:
+        emissions: (B, W, num_labels) CRF emission scores at the words' first sub-tokens.
+        gen_loss: scalar, recon_loss + cycle_loss (Eq. 11 without alpha); 0 without generation losses.
+        recon_loss: scalar, (1/N) sum_l L_recon^l (Eq. 5).
+        cycle_loss: scalar, (1/N) sum_l L_cycle^l (Eq. 7); 0 when use_cycle is false.
+        text_masks: per BGA layer, (B, Nt) bool keep masks of the text SCS (padding False).
+        visual_masks: per BGA layer, (B, Nv) bool keep masks of the visual SCS ([] image-free).
+        generated_visual: per BGA layer, (B, Nv, d_v) the generated visual tokens V_hat^l.
+        text_states: (B, Nt, d_t) the final textual states T^N.
+    """
+
+    emissions: torch.Tensor
+    gen_loss: torch.Tensor
+    recon_loss: torch.Tensor
+    cycle_loss: torch.Tensor
+    text_masks: list[torch.Tensor] = field(default_factory=list)
+    visual_masks: list[torch.Tensor] = field(default_factory=list)
+    generated_visual: list[torch.Tensor] = field(default_factory=list)
+    text_states: torch.Tensor | None = None
+
+
+class BGAMNER(nn.Module):
+    """The BGA-MNER network (a plain ``nn.Module``; losses and optimisation live in the system).
+
+    Args:
+        text_encoder: a transformers ``BertModel``; its embeddings and layers are reused (not copied).
+        visual_encoder: a timm ``VisionTransformer`` (None when ``build_visual`` is False or no MCG).
+        num_labels: number of BIO labels.
+        use_mcg: False builds exactly BERT-CRF (no visual branch, sampler or generator).
+        use_scs: False replaces every sampled mask by all real units.
+        use_cycle: add the cycle-consistency loss (Eqs. 6-7).
+        inference_visual: ``generated`` (default) or ``real`` (Table 4: real visual tokens at eval).
+        build_visual: False builds only what image-free inference needs (no ViT, visual samplers,
+            v2t generator, crop position embeddings); then ``visual_spec`` must describe the ViT.
+        visual_spec: shapes of the visual encoder (taken from ``visual_encoder`` when given).
+        max_length: Nt, the number of textual queries of G_v2t (``data.max_length``).
+        num_objects, crop_size: K crops per image and their side (``data.num_objects``, ``data.crop_size``).
+        generator_layers, generator_ffn_dim: decoder depth and FFN width of each generator.
+        sampler_hidden_ratio, gumbel_tau: SCS hidden width / d and Gumbel temperature.
+        dropout: dropout of the CRF head and the generators.
+    """
+
+    def __init__(self, text_encoder: nn.Module, visual_encoder: nn.Module | None, num_labels: int, *,
+                 use_mcg: bool = True, use_scs: bool = True, use_cycle: bool = True,
+                 inference_visual: str = "generated", build_visual: bool = True,
+                 visual_spec: VisualSpec | None = None, max_length: int = 128, num_objects: int = 3,
+                 crop_size: int = 128, generator_layers: int = 1, generator_ffn_dim: int = 2048,
+                 sampler_hidden_ratio: float = 0.5, gumbel_tau: float = 1.0, dropout: float = 0.1):
+        super().__init__()
+        if inference_visual not in INFERENCE_VISUAL:
+            raise ValueError(f"model.inference_visual={inference_visual!r}; expected one of {INFERENCE_VISUAL}")
+        self.use_mcg, self.use_scs, self.use_cycle = use_mcg, use_scs, use_cycle
+        self.inference_visual = inference_visual
+        self.build_visual = build_visual and use_mcg
+        self.max_length = max_length
+        d_t = text_encoder.config.hidden_size
+        self.text_embeddings = text_encoder.embeddings
+        self.text_layers = nn.ModuleList(HybridBertLayer(layer) for layer in text_encoder.encoder.layer)
+        self.num_bga_layers = len(self.text_layers) - 1  # N
+        self.crf_head = CRFHead(d_t, num_labels, dropout)
+        if not use_mcg:
+            return
+        if build_visual and visual_encoder is None:
+            raise ValueError("build_visual=True needs the visual encoder")
+        if not build_visual and inference_visual == "real":
+            raise ValueError("inference_visual=real needs the visual branch (build_visual=True)")
+        spec = spec_of(visual_encoder) if visual_encoder is not None else visual_spec
+        if spec is None:
+            raise ValueError("build_visual=False needs visual_spec (backbones.describe_visual_encoder)")
+        if spec.depth != len(self.text_layers):
+            raise ValueError(
+                f"text encoder has {len(self.text_layers)} layers but the visual encoder has {spec.depth} "
+                "blocks: BGA-MNER pairs them layer by layer (1 plain + N BGA layers each), so the depths "
+                "must be equal (paper: bert-base-uncased + ViT-B/32, 12 and 12)")
+        if crop_size % spec.patch_size:
+            raise ValueError(f"crop_size {crop_size} is not a multiple of the ViT patch size {spec.patch_size}")
+        d_v, N = spec.dim, self.num_bga_layers
+        heads_t = text_encoder.config.num_attention_heads
+        num_visual = spec.num_global_tokens + num_objects * (crop_size // spec.patch_size) ** 2  # Nv
+        self.num_visual_tokens = num_visual
+        gen = dict(ffn_dim=generator_ffn_dim, layers=generator_layers, dropout=dropout)
+
+        def samplers(dim: int) -> nn.ModuleList | None:
+            return nn.ModuleList(ContextSampler(dim, sampler_hidden_ratio, gumbel_tau) for _ in range(N)) \
+                if use_scs else None
+
+        self.text_samplers = samplers(d_t)
+        self.t2v = CrossModalGenerator(num_visual, d_v, d_t, spec.heads, **gen)
+        self.visual_to_text = nn.Linear(d_v, d_t) if d_v != d_t else nn.Identity()
+        if not self.build_visual:
+            return
+        self.visual_embed = VisualEmbedding(visual_encoder, num_objects, crop_size)
+        assert self.visual_embed.num_tokens == num_visual
+        self.visual_layers = nn.ModuleList(HybridViTBlock(b) for b in visual_encoder.blocks[:N])
+        self.visual_samplers = samplers(d_v)
+        self.v2t = CrossModalGenerator(max_length, d_t, d_v, heads_t, **gen)
+        if N > 1:  # generated text feeds the visual extractors of layers 1..N-1 only
+            self.text_to_visual = nn.Linear(d_t, d_v) if d_v != d_t else nn.Identity()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict, visual: bool | None = None) -> BGAOutput:
+        """Run the network on a batch (docs/ARCHITECTURE.md).
+
+        Args:
+            batch: the collated batch dict (text keys; image keys when the visual branch runs).
+            visual: run the visual branch (needs images). Default: in training; at evaluation only
+                when ``inference_visual='real'``. False is image-free inference.
+        """
+        keep_t = batch["attention_mask"].bool()  # (B, Nt)
+        T = self.text_embeddings(input_ids=batch["input_ids"])  # (B, Nt, d_t)
+        T = self.text_layers[0](T, keep_t)
+        zero = T.new_zeros(())
+        if not self.use_mcg:
+            for layer in self.text_layers[1:]:
+                T = layer(T, keep_t)
+            return BGAOutput(self._emissions(T, batch), zero, zero, zero, text_states=T)
+
+        if visual is None:
+            visual = self.training or self.inference_visual == "real"
+        real_context = visual and not self.training and self.inference_visual == "real"
+        if visual:
+            V, keep_v, has_image = self._visual_tokens(batch)  # (B, Nv, d_v), (B, Nv), (B,)
+            m_v = keep_v.to(T.dtype)
+        m_t = keep_t.to(T.dtype)
+        recon, cycle = zero, zero
+        out = BGAOutput(T, zero, zero, zero)
+        N = self.num_bga_layers
+        for l in range(N):
+            m_t = self.text_samplers[l](T, m_t, keep_t) if self.use_scs else keep_t.to(T.dtype)  # Eq. 1
+            V_hat = self.t2v(T, m_t)  # (B, Nv, d_v), Eqs. 2-3
+            out.text_masks.append(m_t.detach() > 0.5)
+            out.generated_visual.append(V_hat)
+            if visual:
+                m_v = self.visual_samplers[l](V, m_v, keep_v) if self.use_scs else keep_v.to(T.dtype)
+                out.visual_masks.append(m_v.detach() > 0.5)
+                T_hat = self.v2t(V, m_v, T.shape[1], ~keep_t)  # (B, Nt, d_t), Eq. 4
+                recon = recon + masked_token_loss(V_hat, V, m_v, has_image) \
+                    + masked_token_loss(T_hat, T, m_t, has_image)  # Eq. 5
+                if self.use_cycle:  # Eqs. 6-7: generate back from the generated, all real units kept
+                    V_bar = self.t2v(T_hat, keep_t)  # (B, Nv, d_v)
+                    T_bar = self.v2t(V_hat, torch.ones_like(keep_v), T.shape[1], ~keep_t)  # (B, Nt, d_t)
+                    cycle = cycle + masked_token_loss(V_bar, V, m_v, has_image) \
+                        + masked_token_loss(T_bar, T, m_t, has_image)
+            if real_context:
+                context, context_keep = V, keep_v  # Table 4: real visual tokens
+            else:
+                context, context_keep = V_hat, None  # generated tokens, all attended
+            T_next = self.text_layers[l + 1](T, keep_t, self.visual_to_text(context), context_keep)  # Eq. 8
+            if visual and l < N - 1:
+                V = self.visual_layers[l + 1](V, keep_v, self.text_to_visual(T_hat), keep_t)  # Eq. 8
+            T = T_next
+        out.recon_loss, out.cycle_loss = recon / N, cycle / N  # Eq. 11: (1/N) sum over layers
+        out.gen_loss = out.recon_loss + out.cycle_loss
+        out.emissions, out.text_states = self._emissions(T, batch), T
+        return out
+
+    def _visual_tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.build_visual:
+            raise RuntimeError("this model was built without its visual branch (build_visual=False): "
+                               "it can only run image-free (visual=False)")
+        missing = [k for k in ("image", "crops", "crop_mask", "has_image") if k not in batch]
+        if missing:
+            raise KeyError(f"the visual branch needs batch keys {missing} (data.use_images=true); "
+                           "image-free inference is visual=False")
+        keep_v = self.visual_embed.token_mask(batch["crop_mask"])  # (B, Nv)
+        V = self.visual_embed(batch["image"], batch["crops"])  # (B, Nv, d_v)
+        V = self.visual_layers[0](V, keep_v)  # plain block 0
+        return V, keep_v, batch["has_image"].bool()
+
+    def _emissions(self, T: torch.Tensor, batch: dict) -> torch.Tensor:
+        idx = batch["word_starts"].unsqueeze(-1).expand(-1, -1, T.shape[-1])  # (B, W, d_t)
+        return self.crf_head(T.gather(1, idx))  # (B, W, num_labels)
+
+    # ------------------------------------------------------------------ parameters
+    def inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights image-free inference needs: loads into a ``build_visual=False`` model."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(VISUAL_ONLY)}
+
+    def parameter_counts(self, inference: bool = False) -> dict[str, int]:
+        """Parameters per component (``COMPONENTS``); ``inference=True`` counts image-free inference only."""
+        counts: dict[str, int] = {}
+        for name, p in self.named_parameters():
+            if inference and name.startswith(VISUAL_ONLY):
+                continue
+            comp = component_of(name)
+            counts[comp] = counts.get(comp, 0) + p.numel()
+        return counts

@@ -1,0 +1,91 @@
+"""Stage-refined Context Sampler (SCS, Sec. 3.3, Eq. 1): which tokens/patches to keep for generation.
+
+Modelled on DynamicViT's ``PredictorLG`` (the paper cites it for the Gumbel-Softmax decision):
+
+    x  = GELU(Linear(LayerNorm(T)))             # (B, N, 2h), h = sampler_hidden_ratio * d
+    z  = x[..., :h]                             # local feature, MLP_phi(T)          (Eq. 1)
+    g  = GAP(x[..., h:] * m^{l-1})              # global content of the units kept by the
+                                                # previous layer, MLP_psi(T)          (Eq. 1)
+    p  = Softmax(MLP_Phi([z, g]))               # (B, N, 2): keep / drop probabilities
+    m^l = GumbelSoftmax(log p) [..., keep]      # hard 0/1, straight-through gradient
+
+With ``sampler_hidden_ratio = 0.5`` the widths are DynamicViT's exactly (d -> d, then d -> d/2 ->
+d/4 -> 2). Decisions the paper leaves open:
+
+* Training samples with ``F.gumbel_softmax`` (temperature ``gumbel_tau``) and uses the hard
+  one-hot with a straight-through gradient written as ``hard + (soft - soft.detach())`` so kept
+  units are exactly 1.0 and removed ones exactly 0.0. Evaluation takes the argmax (deterministic).
+* ``m^{l-1}`` enters only the GAP, as in Eq. 1; it does not gate ``m^l`` (DynamicViT's monotone
+  pruning multiplies them). Each level chooses its own matched content.
+* Padding (or a missing crop) is never kept. If a sample would keep nothing, its real unit with the
+  highest keep probability is kept, so every generator attention row has a unit to attend to.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ContextSampler(nn.Module):
+    """One SCS (one branch, one BGA layer).
+
+    Args:
+        dim: token width d.
+        hidden_ratio: h / d (DynamicViT: 0.5).
+        tau: Gumbel-Softmax temperature.
+    """
+
+    KEEP = 0  # index of the "keep" class, as in DynamicViT
+
+    def __init__(self, dim: int, hidden_ratio: float = 0.5, tau: float = 1.0):
+        super().__init__()
+        hidden = max(2, round(dim * hidden_ratio))
+        self.tau = tau
+        self.in_mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * hidden), nn.GELU())  # phi | psi
+        self.out_mlp = nn.Sequential(  # Phi
+            nn.Linear(2 * hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, max(1, hidden // 2)), nn.GELU(),
+            nn.Linear(max(1, hidden // 2), 2),
+        )
+
+    def logits(self, tokens: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
+        """Keep/drop log-probabilities (B, N, 2) of Eq. 1.
+
+        Args:
+            tokens: (B, N, d) the branch's tokens at this layer.
+            prev_mask: (B, N) float 0/1 mask of the previous layer (all real units at the first).
+        """
+        x = self.in_mlp(tokens)  # (B, N, 2h)
+        local, glob = x.chunk(2, dim=-1)  # (B, N, h) each
+        w = prev_mask.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+        glob = (glob * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1, h) GAP
+        x = torch.cat([local, glob.expand_as(local)], dim=-1)  # (B, N, 2h)
+        return F.log_softmax(self.out_mlp(x), dim=-1)
+
+    def forward(self, tokens: torch.Tensor, prev_mask: torch.Tensor, valid: torch.Tensor,
+                logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The keep mask m^l (B, N), float 0/1 with a straight-through gradient in training.
+
+        Args:
+            tokens: (B, N, d).
+            prev_mask: (B, N) m^{l-1}.
+            valid: (B, N) bool, real units (not padding, not a missing crop).
+            logits: precomputed (B, N, 2) log-probabilities (tests force them).
+        """
+        if logits is None:
+            logits = self.logits(tokens, prev_mask)
+        if self.training:
+            soft = F.gumbel_softmax(logits, tau=self.tau, hard=False)[..., self.KEEP]  # (B, N)
+            hard = (soft > 0.5).to(soft.dtype)  # argmax of the 2-way sample
+        else:
+            soft = logits.softmax(-1)[..., self.KEEP]
+            hard = (logits[..., self.KEEP] >= logits[..., 1 - self.KEEP]).to(soft.dtype)
+        straight = soft - soft.detach()  # exactly 0 in value, d soft in gradient
+        mask = torch.where(valid, hard + straight, torch.zeros_like(soft))
+        # keep at least one real unit: the one with the highest keep probability
+        empty = (mask.detach() * valid).sum(1) == 0  # (B,)
+        best = logits[..., self.KEEP].masked_fill(~valid, float("-inf")).argmax(1)  # (B,)
+        force = F.one_hot(best, mask.shape[1]).bool() & empty.unsqueeze(1)
+        return torch.where(force, 1.0 + straight, mask)

@@ -1,0 +1,134 @@
+"""The experiment suite: every config merges, keeps its switches under PROFILE=smoke, and the make
+targets run each distinct setting exactly once."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from bga_mner.config import CONF_DIR, load_config
+from bga_mner.report import _setting, paper_results
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.parent for p in (ROOT / "experiments").glob("*/config.yaml") if p.parent.name != "demo")
+TARGETS = ("reproduce-table2", "ablations", "data-efficiency", "table4", "table5", "table6", "table7",
+           "all", "data", "detect", "wandb-sync", "report")
+# Switches an experiment sets that the smoke profile must keep (it swaps only data set and backbones).
+SWITCHES = ("model.use_mcg", "model.use_scs", "model.use_cycle", "model.inference_visual",
+            "data.use_images", "data.train_limit", "data.modality_missing")
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and value:
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_the_suite_is_complete() -> None:
+    names = {p.name for p in EXPERIMENTS}
+    assert {"bga_mner", "bert_crf", "wo_scs", "wo_cycle", "wo_scs_cycle", "data_limited", "real_visual",
+            "params", "cross_domain", "modality_missing"} <= names
+    for exp in EXPERIMENTS:
+        readme = (exp / "README.md").read_text(encoding="utf-8")
+        assert re.search(r"Table \d|Fig\. 5", readme) and "make " in readme, exp.name
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda p: p.name)
+def test_config_merges_and_smoke_keeps_switches(exp: Path) -> None:
+    own = _flat(OmegaConf.to_container(OmegaConf.load(exp / "config.yaml")))
+    base = _flat(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "base.yaml")))
+    smoke_keys = set(_flat(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "profiles" / "smoke.yaml"))))
+    assert set(own) <= set(base), f"{exp.name}: keys not in base.yaml: {set(own) - set(base)}"
+    full = load_config(exp / "config.yaml")
+    smoke = load_config(exp / "config.yaml", profile="smoke")
+    assert full.run.experiment == smoke.run.experiment == exp.name
+    for key, value in own.items():
+        assert OmegaConf.select(full, key) == value, key
+        if key not in smoke_keys:
+            assert OmegaConf.select(smoke, key) == value, f"{exp.name}: smoke lost {key}"
+    for key in SWITCHES:  # the profile never touches a switch
+        assert OmegaConf.select(smoke, key) == OmegaConf.select(full, key), key
+    assert smoke.data.name == "synthetic" and smoke.model.text_encoder == "tiny-bert"
+    assert (full.model.text_encoder, full.optim.lr) == ("bert-base-uncased", 3e-5)  # the paper's, untouched
+
+
+def test_readmes_quote_the_papers_numbers() -> None:
+    def values(node: object) -> set[float]:
+        if isinstance(node, dict):
+            return set().union(*map(values, node.values()))
+        if isinstance(node, list):
+            return set().union(*map(values, node))
+        return {round(float(node), 2)} if isinstance(node, (int, float)) else set()
+
+    known = values(paper_results())
+    for exp in EXPERIMENTS:
+        quoted = {float(x) for x in re.findall(r"(?<![\d.])\d{2}\.\d{2}(?![\d.])", (exp / "README.md").read_text())}
+        assert quoted <= known, f"{exp.name}/README.md quotes numbers not in paper_results.yaml: {quoted - known}"
+    assert {76.31, 71.81, 75.88, 75.08, 68.71} <= {
+        float(x) for exp in EXPERIMENTS for x in re.findall(r"\d{2}\.\d{2}", (exp / "README.md").read_text())}
+
+
+def _dry_run(target: str, tmp_path: Path, *variables: str) -> list[list[str]]:
+    """The `bga-mner fit` argument lists that `make -n TARGET` would run."""
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    out = subprocess.run(["make", "-n", "--no-print-directory", target, f"RUNS={tmp_path}", *variables],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"bga-mner report {re.escape(str(tmp_path))} --table", out), out
+    return [shlex.split(line)[2:] for line in out.splitlines() if re.search(r"bga-mner fit ", line)]
+
+
+def _settings(fits: list[list[str]]) -> list[tuple]:
+    keys = []
+    for args in fits:
+        assert args[0] == "--config"
+        cfg = OmegaConf.to_container(load_config(ROOT / args[1], args[2:]), resolve=True)
+        fake = {"dataset": cfg["data"]["name"], "test_dataset": cfg["data"]["test_name"] or cfg["data"]["name"],
+                "model": "bga-mner" if cfg["model"]["use_mcg"] else "bert-crf", "profile": cfg["run"]["profile"],
+                "config": cfg}
+        keys.append((_setting(fake), cfg["seed"], cfg["run"]["name"], cfg["paths"]["runs_dir"]))
+    return keys
+
+
+def test_smoke_all_runs_each_setting_once(tmp_path: Path) -> None:
+    keys = _settings(_dry_run("all", tmp_path, "PROFILE=smoke"))
+    assert len(keys) == 15  # 5 Table 2/3 settings + real visual + modality missing + 4 sizes x 2 models
+    assert len({k[:2] for k in keys}) == len(keys), "the same synthetic run would be trained twice"
+    assert all(k[0].profile == "smoke" and k[0].dataset == "synthetic" and k[3] == str(tmp_path) for k in keys)
+    assert sorted(k[0].train_limit for k in keys if k[0].train_limit) == [50, 50, 100, 100, 200, 200, 400, 400]
+
+
+def test_full_all_covers_the_paper_with_several_seeds(tmp_path: Path) -> None:
+    keys = _settings(_dry_run("all", tmp_path, "SEEDS=1 2"))
+    assert len(keys) == 64 and len({k[:2] for k in keys}) == 64 and len({k[2] for k in keys}) == 64
+    cross = {(k[0].dataset, k[0].test_dataset) for k in keys if k[0].test_dataset != k[0].dataset}
+    assert cross == {("twitter2017", "twitter2015"), ("twitter2015", "twitter2017")}
+    ablations = {(k[0].use_scs, k[0].use_cycle) for k in keys if k[0].model == "bga-mner"}
+    assert ablations == {(True, True), (False, True), (True, False), (False, False)}
+    assert {k[0].inference_visual for k in keys} == {"generated", "real"}
+
+
+@pytest.mark.parametrize("target,table", [("reproduce-table2", "2"), ("ablations", "3"), ("table4", "4"),
+                                          ("table6", "6"), ("table7", "7"), ("data-efficiency", "fig5")])
+def test_each_target_ends_with_its_table(target: str, table: str, tmp_path: Path) -> None:
+    fits = _dry_run(target, tmp_path)
+    assert fits
+    out = subprocess.run(["make", "-n", "--no-print-directory", target, f"RUNS={tmp_path}"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    assert out[-1].endswith(f"report {tmp_path} --table {table}")
+
+
+def test_every_target_has_help() -> None:
+    text = (ROOT / "experiments" / "experiments.mk").read_text(encoding="utf-8")
+    for target in TARGETS:
+        assert re.search(rf"^{re.escape(target)}:.*## \S", text, re.M), target

@@ -1,0 +1,174 @@
+"""The whole network: shapes, gradients, image-free inference, the BERT-CRF baseline, overfitting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from models_batch import NUM_LABELS, deep_cfg, image_free, make_batch, select, tiny_cfg, tiny_model
+
+from bga_mner.models import build_model
+from bga_mner.models.backbones import load_text_encoder
+from bga_mner.models.bert_crf import build_bert_crf
+from bga_mner.models.bga_mner import VISUAL_ONLY
+from bga_mner.models.sampler import ContextSampler
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine run fastest on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _loss(model, batch):
+    out = model(batch)
+    return model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"]) + out.gen_loss, out
+
+
+def test_training_shapes_and_every_parameter_gets_a_finite_gradient():
+    model, batch = tiny_model().train(), make_batch()
+    loss, out = _loss(model, batch)
+    assert out.emissions.shape == (3, 6, NUM_LABELS)
+    assert len(out.text_masks) == len(out.visual_masks) == len(out.generated_visual) == 1  # N = 1
+    assert out.text_masks[0].shape == (3, 12) and out.visual_masks[0].shape == (3, 98)
+    assert out.generated_visual[0].shape == (3, 98, 64)
+    assert out.gen_loss > 0 and torch.isclose(out.gen_loss, out.recon_loss + out.cycle_loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and
+               (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert missing == []
+
+
+def test_deeper_pair_with_width_projections_trains_every_parameter():
+    torch.manual_seed(0)
+    model = build_model(deep_cfg().model, NUM_LABELS).train()  # MiniLM 384 + ViT 128: N = 5
+    batch = make_batch(lengths=(10, 7), words=(5, 3), crops=((1, 0, 1), (0, 0, 0)), has_image=(True, True))
+    loss, out = _loss(model, batch)
+    assert len(out.text_masks) == 5 and len(model.visual_layers) == 5  # blocks 0..N-1
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()] == []
+
+
+def test_no_nan_when_the_samplers_would_remove_everything(monkeypatch):
+    def drop_all(self, tokens, prev_mask):
+        logits = torch.zeros(*tokens.shape[:2], 2)
+        logits[..., 1] = 30.0
+        return logits.log_softmax(-1) + 0 * tokens.sum()  # keep the graph to the tokens
+    monkeypatch.setattr(ContextSampler, "logits", drop_all)
+    model, batch = tiny_model().train(), make_batch()
+    loss, out = _loss(model, batch)
+    assert all((m.sum(1) == 1).all() for m in out.text_masks + out.visual_masks)  # one unit forced
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_imageless_sample_has_no_generation_loss_and_no_gradient():
+    model = tiny_model("model.dropout=0.0").eval()  # deterministic masks, no dropout
+    batch = make_batch(lengths=(9, 12), words=(5, 6), crops=((1, 1, 0), (0, 0, 0)), has_image=(True, False))
+    for key in ("image", "crops"):
+        batch[key].requires_grad_(True)
+    both = model(batch, visual=True)
+    alone = model(select(batch, [0]), visual=True)
+    torch.testing.assert_close(both.gen_loss, alone.gen_loss)  # the sample without image adds nothing
+    both.gen_loss.backward()
+    assert (batch["image"].grad[1] == 0).all() and (batch["crops"].grad[1] == 0).all()
+    assert batch["image"].grad[0].abs().sum() > 0
+    model.zero_grad()
+    only = model(select(batch, [1]), visual=True)
+    assert only.gen_loss.item() == 0.0
+    only.gen_loss.backward()
+    assert all(p.grad is None or (p.grad == 0).all() for p in model.parameters())
+
+
+def test_image_free_inference_ignores_images_and_loads_without_visual_weights():
+    model, batch = tiny_model().eval(), make_batch()
+    with torch.no_grad():
+        default = model(batch).emissions  # eval: image-free by default
+        with_images = model(batch, visual=True).emissions
+        without = model(image_free(batch)).emissions
+        other = dict(batch, image=torch.randn_like(batch["image"]))
+        changed_images = model(other, visual=True).emissions
+    assert torch.equal(default, with_images) and torch.equal(default, without)
+    assert torch.equal(default, changed_images)
+    state = model.inference_state_dict()
+    assert not any(k.startswith(VISUAL_ONLY) for k in state)
+    slim = build_model(tiny_cfg().model, NUM_LABELS, build_visual=False, pretrained=False).eval()
+    slim.load_state_dict(state)  # strict: exactly the inference weights
+    assert not hasattr(slim, "visual_embed") and not hasattr(slim, "v2t")
+    with torch.no_grad():
+        assert torch.equal(slim(image_free(batch)).emissions, default)
+    with pytest.raises(RuntimeError, match="build_visual=False"):
+        slim(batch, visual=True)
+
+
+def test_real_visual_inference_uses_the_images():
+    model = tiny_model("model.inference_visual=real").eval()
+    batch = make_batch()
+    with torch.no_grad():
+        real = model(batch).emissions
+        other = model(dict(batch, image=torch.randn_like(batch["image"]))).emissions
+    assert not torch.allclose(real[:2], other[:2])
+    with pytest.raises(KeyError, match="use_images"):
+        model(image_free(batch))
+
+
+def test_use_mcg_false_is_exactly_bert_crf():
+    bga = tiny_model()
+    baseline = build_bert_crf(tiny_cfg().model, NUM_LABELS).eval()
+    text_keys = set(baseline.state_dict())
+    assert text_keys < set(bga.state_dict())  # the baseline's names are BGA-MNER's text-side names
+    baseline.load_state_dict({k: v for k, v in bga.state_dict().items() if k in text_keys})
+    assert set(baseline.parameter_counts()) == {"text encoder", "CRF head"}
+    batch = make_batch()
+    bert = load_text_encoder("tiny-bert").eval()
+    bert.load_state_dict({k.replace("text_embeddings.", "embeddings.").replace("text_layers.", "encoder.layer.")
+                          .replace(".layer.attention", ".attention").replace(".layer.intermediate", ".intermediate")
+                          .replace(".layer.output", ".output"): v
+                          for k, v in baseline.state_dict().items() if k.startswith("text_")}, strict=False)
+    with torch.no_grad():
+        states = bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        idx = batch["word_starts"].unsqueeze(-1).expand(-1, -1, states.shape[-1])
+        expected = baseline.crf_head(states.gather(1, idx))
+        out = baseline(batch)
+    torch.testing.assert_close(out.emissions, expected)
+    assert out.gen_loss.item() == 0.0 and out.text_masks == [] and out.generated_visual == []
+
+
+def test_ablation_switches():
+    batch = make_batch()
+    no_scs = tiny_model("model.use_scs=false").train()
+    out = no_scs(batch)
+    assert no_scs.text_samplers is None and torch.equal(out.text_masks[0], batch["attention_mask"].bool())
+    assert out.visual_masks[0][:, :50].all() and torch.equal(out.visual_masks[0][:, 50:],
+                                                             batch["crop_mask"].repeat_interleave(16, 1))
+    no_cycle = tiny_model("model.use_cycle=false").train()
+    out = no_cycle(batch)
+    assert out.cycle_loss.item() == 0.0 and out.recon_loss > 0
+
+
+def test_different_depths_raise_a_clear_error():
+    with pytest.raises(ValueError, match="depths must be equal"):
+        tiny_model("model.visual_encoder=bga_test_vit_d6")
+
+
+def test_one_small_batch_overfits():
+    torch.manual_seed(0)
+    model = tiny_model("model.dropout=0.0").train()
+    batch = make_batch(has_image=(True, True, False))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(50):
+        loss, _ = _loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        final = model.crf_head.nll(model(batch).emissions, batch["labels"], batch["word_mask"]).item()
+    assert final < 0.1 * losses[0]
+    pred = model.crf_head.decode(model(batch).emissions, batch["word_mask"])
+    gold = [row[m].tolist() for row, m in zip(batch["labels"], batch["word_mask"])]
+    assert pred == gold

@@ -1,0 +1,147 @@
+"""`bga-mner report` on hand-made results.json files, and the paper's numbers checked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bga_mner import cli, report
+from bga_mner.report import (build_report, load_results, paper_results, render_table2, render_table3,
+                             render_table7)
+
+TYPES = ("PER", "LOC", "ORG", "MISC")
+
+
+def _write_run(runs: Path, name: str, f1: float, *, dataset: str = "twitter2015", model: str = "bga-mner",
+               seed: int = 42, profile: str = "full", test_dataset: str | None = None, **switches) -> Path:
+    """A results.json as docs/ARCHITECTURE.md has it; every metric of the run equals ``f1``."""
+    scores = {"precision": f1, "recall": f1, "f1": f1}
+    model_cfg = {"use_mcg": model == "bga-mner", "use_scs": switches.get("use_scs", True),
+                 "use_cycle": switches.get("use_cycle", True),
+                 "inference_visual": switches.get("inference_visual", "generated")}
+    data_cfg = {"name": dataset, "train_limit": switches.get("train_limit"),
+                "modality_missing": switches.get("modality_missing", False)}
+    results = {"run": name, "experiment": name.split("-")[0], "dataset": dataset,
+               "test_dataset": test_dataset or dataset, "model": model, "seed": seed, "profile": profile,
+               "best_epoch": 1, "dev": {"overall": scores}, "test": {"overall": scores, **{t: scores for t in TYPES}},
+               "seconds_per_epoch": 1.0, "config": {"model": model_cfg, "data": data_cfg}}
+    path = runs / name / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_paper_numbers_by_hand() -> None:
+    p = paper_results()
+    assert p["table2"]["BGA-MNER"]["twitter2015"] == {"PER": 86.80, "LOC": 83.62, "ORG": 63.60, "MISC": 42.65,
+                                                      "precision": 78.60, "recall": 74.16, "f1": 76.31}
+    assert p["table2"]["BERT-CRF"]["twitter2017"]["f1"] == 83.44
+    assert p["table2"]["BERT-CRF"]["twitter2015"]["ORG"] == 60.27
+    assert p["table2"]["BGA-MNER"]["twitter2017"]["MISC"] == 71.05
+    assert p["table3"]["wo_cycle"] == {"twitter2015": 75.70, "twitter2017": 87.32}
+    assert p["table4"]["real"] == {"twitter2015": 75.08, "twitter2017": 86.48}
+    assert p["table5"]["rows"][-1]["params_m"] == 130.3 and p["table5"]["components_m"]["t2v_generator"] == 7.9
+    assert p["table6"]["twitter2017->twitter2015"]["BGA-MNER"] == {"precision": 72.17, "recall": 67.98, "f1": 68.71}
+    assert p["table7"]["ITA"]["twitter2017"]["f1"] == 85.49
+    assert p["table1"]["twitter2017"]["test"]["tweets"] == 723 and p["table1"]["twitter2015"]["train"]["LOC"] == 2091
+
+
+def test_paper_numbers_agree_with_the_text() -> None:
+    p = paper_results()
+    t3 = p["table3"]
+    # drops printed in Table 3 and Sec. 4.5: 0.43/0.18, 0.61/0.39, 1.41/0.75, 4.50/4.27
+    drops = {k: [round(t3["full"][d] - t3[k][d], 2) for d in ("twitter2015", "twitter2017")] for k in t3}
+    assert drops == {"full": [0, 0], "wo_scs": [0.43, 0.18], "wo_cycle": [0.61, 0.39],
+                     "wo_scs_cycle": [1.41, 0.75], "wo_scs_mcg": [4.50, 4.27]}
+    assert t3["wo_scs_mcg"] == {d: p["table2"]["BERT-CRF"][d]["f1"] for d in ("twitter2015", "twitter2017")}
+    t6 = p["table6"]
+    assert round(t6["twitter2017->twitter2015"]["BGA-MNER"]["f1"] - t6["twitter2017->twitter2015"]["UMT"]["f1"], 2) == 4.58
+    assert round(t6["twitter2015->twitter2017"]["BGA-MNER"]["f1"] - t6["twitter2015->twitter2017"]["CAT-MNER"]["f1"], 2) == 0.33
+    assert round(p["table7"]["BGA-MNER"]["twitter2017"]["f1"] - p["table7"]["ITA"]["twitter2017"]["f1"], 2) == 2.22
+    known = {("R-GCN", "twitter2015")}  # printed F1 differs from its own P/R (see the YAML header)
+    for method, by_ds in p["table2"].items():
+        for ds, v in by_ds.items():
+            f1 = 2 * v["precision"] * v["recall"] / (v["precision"] + v["recall"])
+            assert (method, ds) in known or abs(f1 - v["f1"]) < 0.02, (method, ds, f1)
+    for ds, splits in p["table1"].items():
+        for split, c in splits.items():
+            assert sum(c[t] for t in TYPES) == c["total"], (ds, split)
+
+
+def test_two_seeds_mean_and_std(tmp_path: Path) -> None:
+    _write_run(tmp_path, "t2-a", 70.0, seed=1)
+    _write_run(tmp_path, "t2-b", 72.0, seed=2)
+    _write_run(tmp_path, "t2-c", 60.0, model="bert-crf")
+    results = load_results(tmp_path)
+    assert len(results) == 3
+    text = render_table2(results)
+    assert "BGA-MNER (ours, 2 seeds) | 71.00 ± 1.41" in text  # sample std of 70, 72
+    assert "BGA-MNER (paper) | 86.80 | 83.62 | 63.60 | 42.65 | 78.60 | 74.16 | 76.31" in text
+    assert "| 71.00 ± 1.41 | 71.00 ± 1.41 |" in text
+    assert "Δ ours − paper | -15.80" in text  # 71.00 - 86.80 (PER)
+    assert "BERT-CRF (ours, 1 seed) | 60.00 |" in text
+
+
+def test_table3_reuses_bert_crf_and_reports_drops(tmp_path: Path) -> None:
+    _write_run(tmp_path, "full", 76.0)
+    _write_run(tmp_path, "noscs", 75.0, use_scs=False)
+    _write_run(tmp_path, "bertcrf", 72.0, model="bert-crf", use_scs=True)
+    text = render_table3(load_results(tmp_path))
+    assert "| w/o SCS | 1 seed | 75.00 | -1.00 | 75.88 | -0.43 | -0.88 |" in text
+    assert "| w/o SCS & w/o MCG (BERT-CRF) | 1 seed | 72.00 | -4.00 | 71.81 | -4.50 | +0.19 |" in text
+    assert "w/o cycle" not in text  # no run, no row
+
+
+def test_smoke_runs_are_labelled_and_not_compared(tmp_path: Path) -> None:
+    _write_run(tmp_path, "s1", 40.0, dataset="synthetic", profile="smoke")
+    _write_run(tmp_path, "s2", 30.0, dataset="synthetic", profile="smoke", modality_missing=True)
+    results = load_results(tmp_path)
+    text = render_table2(results)
+    assert report.SMOKE_NOTE in text and "(paper)" not in text
+    t7 = render_table7(results)
+    assert "| all test images empty | 1 seed | 30.00 | — |" in t7 and "synthetic:" not in t7 and "| change (empty − present) |  | -10.00 |" in t7
+
+
+def test_duplicate_setting_and_seed_keeps_one(tmp_path: Path) -> None:
+    _write_run(tmp_path, "a", 70.0)
+    _write_run(tmp_path, "b", 71.0)
+    assert len(load_results(tmp_path)) == 1
+
+
+def test_bad_results_file_names_it(tmp_path: Path) -> None:
+    bad = tmp_path / "broken" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text('{"seed": 1}')
+    with pytest.raises(ValueError, match=str(bad)):
+        load_results(tmp_path)
+
+
+def test_cli_writes_every_table_and_the_fig5_png(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    for n, (bga, text) in {50: (40.0, 30.0), 100: (50.0, 45.0), 200: (60.0, 58.0)}.items():
+        for seed in (1, 2):
+            _write_run(runs, f"fig5-bga-{n}-{seed}", bga + seed, train_limit=n, seed=seed)
+            _write_run(runs, f"fig5-text-{n}-{seed}", text + seed, model="bert-crf", train_limit=n, seed=seed)
+    _write_run(runs, "x-cross", 65.0, dataset="twitter2017", test_dataset="twitter2015")
+    _write_run(runs, "x-real", 74.0, inference_visual="real")
+    (runs / "table5").mkdir()
+    (runs / "table5" / "params.json").write_text(json.dumps({  # `bga-mner params --json`
+        "text_encoder": "bert-base-uncased", "visual_encoder": "vit_base_patch32_clip_224.openai",
+        "train": {"text encoder": 109_482_240, "text samplers": 11_500_000, "total": 220_000_000},
+        "inference": {"text encoder": 109_482_240, "text samplers": 11_500_000, "total": 110_000_000}}))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "twitter2017 → twitter2015" in printed and "| BGA-MNER (paper) | 72.17 | 67.98 | 68.71 |" in printed
+    assert "| real textual + real visual | 1 seed | 74.00 | 75.08 | -1.08 |" in printed
+    assert "| 50 | BGA | 2 seeds | 41.50 ± 0.71 |" in printed
+    assert "| BGA-MNER (ours) | vit_base_patch32_clip_224.openai | 220.0M | 110.0M |" in printed
+    assert "| text samplers | 11.50M | 11.50M | 11.5M |" in printed
+    png = out / "fig5.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    for name in ("table2.md", "table3.md", "table4.md", "table5.md", "table6.md", "table7.md", "fig5.md", "report.md"):
+        assert (out / name).is_file(), name
+    assert "_No runs for this table: `make table7`" in (out / "table7.md").read_text()
+    assert cli.main(["report", str(tmp_path / "nowhere")]) == 1

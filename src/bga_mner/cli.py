@@ -25,6 +25,17 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    from bga_mner.data.conll import CoNLLFormatError
+
+    return (FileNotFoundError, IsADirectoryError, CoNLLFormatError, OmegaConfBaseException)
+
+
+USER_ERRORS = _user_errors()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bga-mner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,7 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"bga-mner {argv[0]}", description=COMMANDS[argv[0]])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except USER_ERRORS as err:  # bad input: one clear line naming the file (and line), no traceback
+        print(f"bga-mner {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
@@ -239,9 +240,17 @@ class MNERDataModule(L.LightningDataModule):
             self.setup()
         workers = int(self.cfg.get("num_workers") or 0)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = None
+        if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
+            # Distributed evaluation: every tweet exactly once. Lightning's DistributedSampler pads
+            # the last ranks with repeated tweets, which would change the span counts; it keeps a
+            # DistributedSampler (subclass) that the loader already has.
+            sampler = UnrepeatedDistributedSampler(self.datasets[split], shuffle=False,
+                                                   num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank)
         return DataLoader(self.datasets[split],
                           batch_size=self.cfg["batch_size" if shuffle else "eval_batch_size"],
-                          shuffle=shuffle, generator=generator, num_workers=workers,
+                          shuffle=shuffle, sampler=sampler, generator=generator, num_workers=workers,
                           persistent_workers=workers > 0,
                           collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id))
 

@@ -1,0 +1,74 @@
+"""``bga-mner predict --ckpt CKPT [--input FILE|-] [--format jsonl|conll] [--out FILE]``.
+
+Tags raw text (one tweet per line, split on whitespace) or a CoNLL file (recognised by its
+``IMGID:`` lines or tabs; its tags are ignored) with the text branch alone: no image is read and
+no visual encoder is built. JSONL gives one object per tweet with its entity spans
+(``spans.bio_to_spans``, ``end`` exclusive); CoNLL output can be scored with ``bga-mner score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from omegaconf import OmegaConf
+
+from bga_mner.data.conll import Tweet
+from bga_mner.data.spans import bio_to_spans
+from bga_mner.inference import build_system, read_checkpoint, read_tweets, tag_tweets
+
+
+def tweet_record(tweet: Tweet, tags: Sequence[str]) -> dict:
+    """The JSONL object of one tagged tweet."""
+    return {"id": tweet.image_id, "tokens": list(tweet.words), "tags": list(tags),
+            "entities": [{"type": s.type, "start": s.start, "end": s.end,
+                          "text": " ".join(tweet.words[s.start:s.end])} for s in bio_to_spans(tags)]}
+
+
+def write_predictions(out: TextIO, tweets: Sequence[Tweet], tags: Sequence[Sequence[str]],
+                      fmt: str) -> None:
+    """Write tagged tweets as JSONL or CoNLL (the format ``bga-mner score`` reads)."""
+    for tweet, tweet_tags in zip(tweets, tags, strict=True):
+        if fmt == "jsonl":
+            out.write(json.dumps(tweet_record(tweet, tweet_tags), ensure_ascii=False) + "\n")
+        else:
+            out.write(f"IMGID:{tweet.image_id}\n")
+            out.writelines(f"{w}\t{t}\n" for w, t in zip(tweet.words, tweet_tags))
+            out.write("\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoints/inference.pt or best.ckpt")
+    parser.add_argument("--input", default="-", help="text or CoNLL file; '-' reads stdin")
+    parser.add_argument("--format", choices=("jsonl", "conll"), default="jsonl")
+    parser.add_argument("--out", help="output file (default: stdout)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def main(args: argparse.Namespace) -> int:
+    from bga_mner.models.backbones import load_tokenizer
+
+    ckpt = read_checkpoint(args.ckpt)
+    if ckpt.config.model.inference_visual == "real":
+        print("predict is image-free: tagging with generated visual tokens "
+              "(model.inference_visual=generated)", file=sys.stderr)
+    system = build_system(ckpt, OmegaConf.create({"model": {"inference_visual": "generated"}}),
+                          build_visual=False)
+    if args.input == "-":
+        tweets = read_tweets(sys.stdin, "<stdin>")
+    else:
+        with open(args.input, encoding="utf-8") as f:
+            tweets = read_tweets(f, args.input)
+    tags = tag_tweets(system, load_tokenizer(system.cfg.model.text_encoder), tweets,
+                      batch_size=args.batch_size, device=args.device)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            write_predictions(f, tweets, tags, args.format)
+    else:
+        write_predictions(sys.stdout, tweets, tags, args.format)
+    return 0

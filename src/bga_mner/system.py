@@ -1,0 +1,179 @@
+"""The Lightning system around the network: losses (Eqs. 10-11), span F1, AdamW with warm-up.
+
+The network itself (``bga_mner.models``) is a plain ``nn.Module``; this class adds only what
+training needs. Evaluation decodes image-free (the model's ``eval()`` default, unless
+``model.inference_visual=real``) and scores the FULL gold tags of each tweet: words cut off by
+``data.max_length`` are predicted ``O``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from bga_mner.data.conll import LABELS
+from bga_mner.data.encode import tags_from_predictions
+from bga_mner.metrics import SpanF1
+from bga_mner.models import build_model
+from bga_mner.models.bga_mner import component_of
+
+
+# optimiser group of each network component (``bga_mner.models.bga_mner.COMPONENTS``)
+ENCODER_COMPONENTS = ("text encoder", "visual encoder")
+
+
+def parameter_groups(model: nn.Module, optim_cfg: DictConfig | Mapping[str, Any]) -> list[dict]:
+    """AdamW groups: encoders (``lr``), emission layer (``head_lr``), CRF (``crf_lr``), new modules
+    (samplers, generators, crop position embeddings, projections: ``new_lr``); each split into
+    decayed weights and undecayed biases, norm weights and other 1-d parameters.
+
+    Args:
+        model: the network (``component_of`` names the component of each parameter).
+        optim_cfg: the ``optim:`` section (``lr``, ``head_lr``, ``crf_lr``, ``new_lr``, ``weight_decay``).
+    """
+    lr = float(optim_cfg["lr"])
+    lrs = {"encoder": lr,
+           "head": float(optim_cfg["head_lr"] or lr),
+           "crf": float(optim_cfg["crf_lr"] or lr),
+           "new": float(optim_cfg["new_lr"] or lr)}
+    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():  # a shared parameter is listed once
+        if not p.requires_grad:
+            continue
+        component = component_of(name)
+        kind = ("crf" if name.startswith("crf_head.crf.") else "head" if component == "CRF head"
+                else "encoder" if component in ENCODER_COMPONENTS else "new")
+        decay = p.ndim >= 2 and "norm" not in name.lower()
+        buckets.setdefault((kind, decay), []).append(p)
+    wd = float(optim_cfg["weight_decay"])
+    return [{"name": f"{kind}{'' if decay else '_no_decay'}", "params": params, "lr": lrs[kind],
+             "weight_decay": wd if decay else 0.0}
+            for (kind, decay), params in sorted(buckets.items())]
+
+
+class MNERSystem(L.LightningModule):
+    """BGA-MNER (or BERT-CRF with ``model.use_mcg=false``) with its training objective.
+
+    Args:
+        config: the merged config (a DictConfig or its plain-dict form, as stored in checkpoints).
+        build_visual: passed to ``build_model``; False builds only the image-free text branch.
+        pretrained: passed to ``build_model``; False: random init (weights loaded next from a
+            checkpoint), None: as ``model.text_pretrained``/``visual_pretrained`` say.
+    """
+
+    def __init__(self, config: DictConfig | Mapping[str, Any], build_visual: bool = True,
+                 pretrained: bool | None = None) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, DictConfig) else OmegaConf.create(dict(config))
+        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+        self.cfg = cfg
+        self.model = build_model(cfg.model, num_labels=len(LABELS), build_visual=build_visual,
+                                 pretrained=pretrained)
+        # from_pretrained leaves the reused HF modules in eval mode (dropout off) and Lightning
+        # keeps each module's mode: start the whole network in training mode.
+        self.model.train()
+        self.alpha = float(cfg.model.alpha)
+        self.val_f1 = SpanF1()
+        self.test_f1 = SpanF1()
+        self.val_history: list[dict] = []  # per epoch: {"epoch": e, "scores": SpanF1 dict}
+        self.test_scores: dict | None = None
+        self.test_predictions: list[tuple[str, list[str], list[str]]] = []  # (id, words, tags)
+
+    # ----------------------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch)
+        mner = self.model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"])  # Eq. 10
+        loss = mner + self.alpha * out.gen_loss  # Eq. 11 (gen_loss already averaged over layers)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log_dict({"train/mner": mner, "train/recon": out.recon_loss,
+                       "train/cycle": out.cycle_loss}, batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> dict:
+        optim = self.cfg.optim
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, optim), lr=float(optim.lr))
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, num_warmup_steps=int(float(optim.warmup_ratio) * total),
+            num_training_steps=total)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # --------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def decode_batch(self, batch: dict) -> list[list[str]]:
+        """Predicted tags for ALL words of each tweet (truncated words: ``O``), image-free unless
+        ``model.inference_visual=real`` (the model's eval-mode default)."""
+        out = self.model(batch)
+        pred_ids = self.model.crf_head.decode(out.emissions, batch["word_mask"])
+        return [tags_from_predictions(ids, len(words)) for ids, words in zip(pred_ids, batch["words"])]
+
+    def _eval_step(self, batch: dict, metric: SpanF1) -> list[list[str]]:
+        preds = self.decode_batch(batch)
+        metric.update(preds, batch["tags"])
+        return preds
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_f1)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        preds = self._eval_step(batch, self.test_f1)
+        self.test_predictions.extend(zip(batch["ids"], batch["words"], preds))
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[list[str]]:
+        return self.decode_batch(batch)
+
+    def _log_scores(self, split: str, scores: Mapping[str, Mapping[str, float]]) -> None:
+        flat = {}
+        for group, prf in scores.items():
+            prefix = f"{split}/" if group == "overall" else f"{split}/{group}/"
+            flat.update({f"{prefix}{k}": float(v) for k, v in prf.items()})
+        self.log(f"{split}/f1", flat.pop(f"{split}/f1"), prog_bar=True)
+        self.log_dict(flat)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_f1.compute()
+        self.val_f1.reset()
+        self._log_scores("val", scores)
+        if not self.trainer.sanity_checking:
+            self.val_history.append({"epoch": int(self.current_epoch), "scores": scores})
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = self.test_f1.compute()
+        self.test_f1.reset()
+        self._log_scores("test", self.test_scores)
+
+    def best_validation(self) -> dict:
+        """The first epoch with the highest dev F1 (what ``ModelCheckpoint(mode="max")`` keeps)."""
+        if not self.val_history:
+            raise RuntimeError("no validation epoch ran: cannot select a checkpoint on dev")
+        return max(self.val_history, key=lambda h: h["scores"]["overall"]["f1"])  # first max wins
+
+
+def load_system_weights(system: MNERSystem, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load a network state dict (keys without the ``model.`` prefix) into ``system.model``,
+    keeping only the keys the (possibly text-only) network has; any of its own keys missing
+    from ``state_dict`` is an error."""
+    own = system.model.state_dict()
+    wanted = {k: v for k, v in state_dict.items() if k in own}
+    missing = sorted(set(own) - set(wanted))
+    if missing:
+        raise KeyError(f"checkpoint lacks {len(missing)} weights of the network, e.g. {missing[:5]}")
+    system.model.load_state_dict(wanted, strict=True)
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "model.") -> dict:
+    """The network's weights from a Lightning state dict (``model.`` keys, prefix removed)."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+__all__ = ["MNERSystem", "parameter_groups", "load_system_weights", "strip_prefix"]

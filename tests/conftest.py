@@ -1,0 +1,49 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+# A fit in seconds on a CPU: smoke profile (tiny models), a small synthetic set, two short epochs.
+SMOKE_FIT = ("run.profile=smoke", "data.synthetic.train=32", "data.synthetic.valid=16",
+             "data.synthetic.test=16", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+             "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false")
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory) -> Path:
+    """``paths.cache_dir`` shared by the session's smoke fits (synthetic set + image cache)."""
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
+def fit_cli(runs_dir: Path, cache_dir: Path, *overrides: str) -> str:
+    """``bga-mner fit`` on :data:`SMOKE_FIT` in-process; returns what it printed."""
+    from bga_mner.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["fit", *SMOKE_FIT, f"paths.runs_dir={runs_dir}",
+                     f"paths.cache_dir={cache_dir}", *overrides]) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def smoke_fit(smoke_cache):
+    """``smoke_fit(runs_dir, *overrides) -> stdout``: :func:`fit_cli` with the shared cache."""
+    return lambda runs_dir, *overrides: fit_cli(runs_dir, smoke_cache, *overrides)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_cache) -> tuple[Path, str]:
+    """One finished smoke fit with W&B (offline) on: its run folder and its stdout."""
+    runs = tmp_path_factory.mktemp("runs")
+    stdout = fit_cli(runs, smoke_cache, "run.name=smoke", "logging.wandb=true")
+    return runs / "smoke", stdout

@@ -1,0 +1,28 @@
+"""``bga-mner bench``: one process measures both models and the data loader."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+from bga_mner.cli import main
+from bga_mner.commands.bench import format_table
+
+
+def test_bench_measures_both_models_and_the_loader(smoke_cache):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["bench", "--steps", "1", "--warmup", "0", "--json", "run.profile=smoke",
+                     "data.synthetic.train=32", "data.synthetic.valid=16", "data.synthetic.test=16",
+                     f"paths.cache_dir={smoke_cache}"]) == 0
+    result = json.loads(out.getvalue())
+    assert result["device"] == "cpu" and result["batch_size"] == 8
+    assert set(result["models"]) == {"bga-mner", "bert-crf"}
+    for m in result["models"].values():
+        assert m["train_samples_per_s"] > 0 and m["inference_tweets_per_s"] > 0
+    # BERT-CRF is BGA-MNER's text branch alone
+    assert result["models"]["bert-crf"]["parameters"] < result["models"]["bga-mner"]["parameters"]
+    assert result["loader_samples_per_s"] > 0
+    table = format_table(result)
+    assert "| bga-mner |" in table and "| bert-crf |" in table and "samples/s" in table

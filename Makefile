@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-slow demo clean
+.PHONY: help install test test-slow demo notebooks clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ test-slow: $(STAMP) ## run the slow tests too (real data when ../shared/data exi
 
 demo: $(STAMP) ## synthetic set + BGA-MNER and BERT-CRF on CPU, with a Table-2-shaped report
 	$(BIN)/python -m bga_mner.demo --runs $(RUNS)/demo
+
+notebooks: $(STAMP) ## execute notebooks/ against a BGA-MNER run (NB_RUN=..., default the demo's) into $(RUNS)/notebooks
+	$(BIN)/python -m bga_mner.notebooks --run $(or $(NB_RUN),$(RUNS)/demo/bga-mner-seed42) --runs $(RUNS)
 
 clean: ## remove runs, caches and the venv
 	rm -rf $(VENV) $(RUNS) .cache wandb .pytest_cache .hypothesis

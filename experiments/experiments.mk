@@ -3,7 +3,9 @@
 # Each run is a file target, $(RUNS)/<run name>/results.json, so make skips finished runs: a run
 # shared by several tables (BERT-CRF is Table 2's baseline, Table 3's "w/o SCS & w/o MCG" and
 # Fig. 5's reference; full BGA-MNER is in Tables 2, 3, 4 and 7) trains once, and an interrupted
-# `make all` resumes where it stopped. To redo a run, delete its folder.
+# `make all` resumes where it stopped. To redo a run, delete its folder. Tables 4 and 7 train
+# nothing: they re-test the full BGA-MNER runs' best.ckpt (`bga-mner test --out`) with the test-time
+# overrides of experiments/real_visual and experiments/modality_missing.
 #   SEEDS='42 43 44'  one run per seed; the report shows mean ± std
 #   PROFILE=smoke     synthetic set, tiny models, CPU: the data set loop collapses to `synthetic`
 #   RUNS=DIR          where the runs and the report go
@@ -16,6 +18,7 @@ DATA_DIR   ?=
 SMOKE      := $(filter smoke,$(PROFILE))
 DATASETS   := $(if $(SMOKE),synthetic,twitter2015 twitter2017)
 FIT_COMMON := run.profile=$(PROFILE) paths.runs_dir=$(RUNS) $(if $(DATA_DIR),paths.data_dir=$(DATA_DIR))
+TEST_COMMON = $(if $(DATA_DIR),paths.data_dir=$(DATA_DIR))
 BERT_CRF   := model.use_mcg=false data.use_images=false
 REPORT      = $(BGA) report $(RUNS)
 
@@ -27,17 +30,27 @@ $(call run_path,$(1)): | $(STAMP)
 	$(BGA) fit --config $(EXP)/$(2)/config.yaml run.name=$(1) data.name=$(3) seed=$(4) $(FIT_COMMON) $(5)
 endef
 
+# One evaluation of a trained run, no training. $(1): run name, $(2): experiment folder (its
+# config.yaml holds the test-time overrides), $(3): the trained run's name.
+define TEST_RULE
+$(call run_path,$(1)): $(call run_path,$(3)) | $(STAMP)
+	$(BGA) test --ckpt $(RUNS)/$(3)/checkpoints/best.ckpt --config $(EXP)/$(2)/config.yaml --out $(RUNS)/$(1) $(TEST_COMMON)
+endef
+
 # $(call fit,NAME,EXPERIMENT,DATASET,SEED,OVERRIDES): define the run's rule, return its file.
 fit = $(eval $(call FIT_RULE,$(1),$(2),$(3),$(4),$(5)))$(call run_path,$(1))
 # $(call std_runs,EXPERIMENT[,NAME,OVERRIDES]): the experiment on every data set and seed.
 std_runs = $(foreach d,$(DATASETS),$(foreach s,$(SEEDS),$(call fit,$(or $(2),$(1))-$(d)-seed$(s),$(1),$(d),$(s),$(3))))
+# $(call test_runs,EXPERIMENT): the full BGA-MNER run of every data set and seed, re-tested.
+test_runs = $(foreach d,$(DATASETS),$(foreach s,$(SEEDS),\
+              $(eval $(call TEST_RULE,$(1)-$(d)-seed$(s),$(1),bga_mner-$(d)-seed$(s)))$(call run_path,$(1)-$(d)-seed$(s))))
 
 BGA_RUNS      := $(call std_runs,bga_mner)
 BERT_CRF_RUNS := $(call std_runs,bert_crf)
 TABLE2_RUNS   := $(BGA_RUNS) $(BERT_CRF_RUNS)
 ABLATION_RUNS := $(TABLE2_RUNS) $(call std_runs,wo_scs) $(call std_runs,wo_cycle) $(call std_runs,wo_scs_cycle)
-TABLE4_RUNS   := $(BGA_RUNS) $(call std_runs,real_visual)
-TABLE7_RUNS   := $(BGA_RUNS) $(call std_runs,modality_missing)
+TABLE4_RUNS   := $(BGA_RUNS) $(call test_runs,real_visual)
+TABLE7_RUNS   := $(BGA_RUNS) $(call test_runs,modality_missing)
 FIG5_RUNS     := $(foreach n,$(FIG5_SIZES),\
                    $(call std_runs,data_limited,data_limited-bga-n$(n),data.train_limit=$(n))\
                    $(call std_runs,data_limited,data_limited-text-n$(n),data.train_limit=$(n) $(BERT_CRF)))
@@ -65,7 +78,7 @@ ablations: $(ABLATION_RUNS) ## Table 3: w/o SCS, w/o cycle, w/o SCS & cycle, w/o
 data-efficiency: $(FIG5_RUNS) ## Fig. 5: BGA-MNER and BERT-CRF trained on FIG5_SIZES tweets
 	$(REPORT) --table fig5
 
-table4: $(TABLE4_RUNS) ## Table 4: real against generated visual features at inference
+table4: $(TABLE4_RUNS) ## Table 4: BGA-MNER re-tested with real instead of generated visual features
 	$(REPORT) --table 4
 
 table5: $(PARAMS_JSON) ## Table 5: parameter counts at train and inference time (no training)
@@ -74,7 +87,7 @@ table5: $(PARAMS_JSON) ## Table 5: parameter counts at train and inference time 
 table6: $(TABLE6_RUNS) ## Table 6: cross-domain, 2017 -> 2015 and 2015 -> 2017
 	$(REPORT) --table 6
 
-table7: $(TABLE7_RUNS) ## Table 7: every test image replaced by an empty one
+table7: $(TABLE7_RUNS) ## Table 7: BGA-MNER re-tested with every test image replaced by an empty one
 	$(REPORT) --table 7
 
 all: $(ALL_RUNS) $(PARAMS_JSON) ## every experiment above, then the whole report

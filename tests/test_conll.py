@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def test_write_rejects_wrong_tag_count(tmp_path: Path) -> None:
     tweet = Tweet("1", ["a", "b"], ["O", "O"], source="x.txt:3")
     with pytest.raises(ValueError, match="x.txt:3: 2 words but 1 tags"):
         write_conll(tmp_path / "out.txt", [tweet], [["O"]])
+    assert not (tmp_path / "out.txt").exists()  # checked before anything is written
+
+
+def test_write_to_a_stream_equals_write_to_a_file(tmp_path: Path) -> None:
+    tweets = read_conll(FIXTURES / "train.txt")
+    stream = io.StringIO()
+    write_conll(stream, tweets)
+    write_conll(tmp_path / "copy.txt", tweets)
+    assert stream.getvalue() == (tmp_path / "copy.txt").read_text(encoding="utf-8")
+    assert not stream.closed  # the caller's stream stays open
 
 
 @pytest.mark.parametrize("text, line, message", [

@@ -43,8 +43,10 @@ def evaluate(ckpt: str, out_dir: str, devices: int, overrides: list[str]) -> Non
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.test(system, datamodule=datamodule, verbose=False)
-    record = {"world_size": trainer.world_size, "ids": [i for i, _, _ in system.test_predictions],
-              "scores": system.test_scores, "n_test": len(datamodule.datasets["test"])}
+    record = {"world_size": trainer.world_size, "share": list(trainer.test_dataloaders.sampler),
+              "ids": [i for i, _, _ in system.test_predictions],
+              "scores": system.test_scores, "n_test": len(datamodule.datasets["test"]),
+              "file_ids": [t.image_id for t in datamodule.datasets["test"].tweets]}
     Path(out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
@@ -66,12 +68,39 @@ def test_two_process_ddp_test_score_equals_single_process(smoke_run, tmp_path):
     ranks = _run(ckpt, tmp_path / "ddp", 2)
     assert [r["world_size"] for r in ranks] == [2, 2]
     n = single["n_test"]
-    assert n % 2 == 1 and n == len(single["ids"])
-    seen = ranks[0]["ids"] + ranks[1]["ids"]
-    assert sorted(seen) == sorted(single["ids"])  # each tweet exactly once, none repeated
-    assert ranks[0]["ids"] and ranks[1]["ids"]  # both processes did part of the work
+    assert n % 2 == 1 and single["ids"] == single["file_ids"]
+    shares = ranks[0]["share"] + ranks[1]["share"]
+    assert sorted(shares) == list(range(n))  # each tweet exactly once, none repeated
+    assert ranks[0]["share"] and ranks[1]["share"]  # both processes did part of the work
+    # the predictions are gathered from both processes, in file order, on every rank
+    assert ranks[0]["ids"] == ranks[1]["ids"] == single["ids"]
     assert ranks[0]["scores"] == single["scores"]  # exact, per type and overall
     assert ranks[1]["scores"] == single["scores"]  # every rank computes the synced metric
+
+
+@pytest.mark.slow
+def test_ddp_test_command_writes_the_run_once_from_rank_zero(smoke_run, tmp_path):
+    """`bga-mner test` takes the trainer settings from the config: two DDP processes give the
+    single-process scores and predictions file, printed and written by rank 0 only."""
+    run_dir, _ = smoke_run
+    bga = Path(sys.executable).with_name("bga-mner")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false")
+    outs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"devices{devices}"
+        proc = subprocess.run([str(bga), "test", "--ckpt", str(run_dir / "checkpoints" / "best.ckpt"),
+                               "--out", str(out), *EVAL_OVERRIDES, "trainer.accelerator=cpu",
+                               f"trainer.devices={devices}", f"trainer.strategy={'ddp' if devices > 1 else 'auto'}"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("results: ") == 1 and proc.stdout.count("overall") == 1  # rank 0 only
+        outs[devices] = out
+    single, ddp = (json.loads((outs[d] / "results.json").read_text()) for d in (1, 2))
+    assert ddp["config"]["trainer"]["devices"] == 2
+    assert ddp["test"] == single["test"]
+    assert (outs[2] / "predictions" / "test.conll").read_text() == \
+        (outs[1] / "predictions" / "test.conll").read_text()
 
 
 if __name__ == "__main__":

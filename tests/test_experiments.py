@@ -79,31 +79,53 @@ def test_readmes_quote_the_papers_numbers() -> None:
 
 
 def _dry_run(target: str, tmp_path: Path, *variables: str) -> list[list[str]]:
-    """The `bga-mner fit` argument lists that `make -n TARGET` would run."""
+    """The `bga-mner fit` and `bga-mner test` argument lists (command first) that `make -n TARGET`
+    would run."""
     if shutil.which("make") is None:
         pytest.skip("make not installed")
     out = subprocess.run(["make", "-n", "--no-print-directory", target, f"RUNS={tmp_path}", *variables],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert re.search(rf"bga-mner report {re.escape(str(tmp_path))} --table", out), out
-    return [shlex.split(line)[2:] for line in out.splitlines() if re.search(r"bga-mner fit ", line)]
+    return [shlex.split(line)[1:] for line in out.splitlines() if re.search(r"bga-mner (fit|test) ", line)]
 
 
-def _settings(fits: list[list[str]]) -> list[tuple]:
-    keys = []
-    for args in fits:
+def _config(args: list[str], trained: dict[str, dict]) -> dict:
+    """The merged config of one dry-run command; a `test` re-tests a trained run's config (as its
+    checkpoint stores it) with the experiment's test-time overrides."""
+    command, args = args[0], args[1:]
+    if command == "fit":
         assert args[0] == "--config"
         cfg = OmegaConf.to_container(load_config(ROOT / args[1], args[2:]), resolve=True)
+        trained[cfg["run"]["name"]] = cfg
+        return cfg
+    opts = dict(zip(args[0:6:2], args[1:6:2]))
+    assert list(opts) == ["--ckpt", "--config", "--out"], args
+    ckpt, out = Path(opts["--ckpt"]), Path(opts["--out"])
+    assert ckpt.name == "best.ckpt" and ckpt.parent.name == "checkpoints"
+    source = trained[ckpt.parent.parent.name]  # the fit that makes it ran first
+    cfg = OmegaConf.merge(source, OmegaConf.load(ROOT / opts["--config"]), OmegaConf.from_dotlist(args[6:]))
+    cfg.run.name, cfg.paths.runs_dir = out.name, str(out.parent)
+    cfg.run.experiment = Path(opts["--config"]).parent.name
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _settings(commands: list[list[str]]) -> list[tuple]:
+    """(report setting, seed, run name, runs folder, command) of each dry-run command."""
+    keys, trained = [], {}
+    for args in commands:
+        cfg = _config(args, trained)
         fake = {"dataset": cfg["data"]["name"], "test_dataset": cfg["data"]["test_name"] or cfg["data"]["name"],
                 "model": "bga-mner" if cfg["model"]["use_mcg"] else "bert-crf", "profile": cfg["run"]["profile"],
                 "config": cfg}
-        keys.append((_setting(fake), cfg["seed"], cfg["run"]["name"], cfg["paths"]["runs_dir"]))
+        keys.append((_setting(fake), cfg["seed"], cfg["run"]["name"], cfg["paths"]["runs_dir"], args[0]))
     return keys
 
 
 def test_smoke_all_runs_each_setting_once(tmp_path: Path) -> None:
     keys = _settings(_dry_run("all", tmp_path, "PROFILE=smoke"))
-    assert len(keys) == 15  # 5 Table 2/3 settings + real visual + modality missing + 4 sizes x 2 models
-    assert len({k[:2] for k in keys}) == len(keys), "the same synthetic run would be trained twice"
+    # 5 Table 2/3 settings + 4 sizes x 2 models trained; real visual and modality missing re-tested
+    assert [k[4] for k in keys].count("fit") == 13 and [k[4] for k in keys].count("test") == 2
+    assert len({k[:2] for k in keys}) == len(keys), "the same synthetic run would be made twice"
     assert all(k[0].profile == "smoke" and k[0].dataset == "synthetic" and k[3] == str(tmp_path) for k in keys)
     assert sorted(k[0].train_limit for k in keys if k[0].train_limit) == [50, 50, 100, 100, 200, 200, 400, 400]
 
@@ -111,11 +133,41 @@ def test_smoke_all_runs_each_setting_once(tmp_path: Path) -> None:
 def test_full_all_covers_the_paper_with_several_seeds(tmp_path: Path) -> None:
     keys = _settings(_dry_run("all", tmp_path, "SEEDS=1 2"))
     assert len(keys) == 64 and len({k[:2] for k in keys}) == 64 and len({k[2] for k in keys}) == 64
+    assert [k[4] for k in keys].count("test") == 8  # 2 evaluations x 2 data sets x 2 seeds
     cross = {(k[0].dataset, k[0].test_dataset) for k in keys if k[0].test_dataset != k[0].dataset}
     assert cross == {("twitter2017", "twitter2015"), ("twitter2015", "twitter2017")}
     ablations = {(k[0].use_scs, k[0].use_cycle) for k in keys if k[0].model == "bga-mner"}
     assert ablations == {(True, True), (False, True), (True, False), (False, False)}
     assert {k[0].inference_visual for k in keys} == {"generated", "real"}
+
+
+@pytest.mark.parametrize("target,experiment,switch", [
+    ("table4", "real_visual", {"model.inference_visual": "real"}),
+    ("table7", "modality_missing", {"data.modality_missing": True})])
+def test_tables_4_and_7_retest_the_trained_bga_mner_runs(target: str, experiment: str, switch: dict,
+                                                         tmp_path: Path) -> None:
+    """No retraining: each evaluation re-tests a full BGA-MNER run of the same data set and seed,
+    after it (make's prerequisite), with its experiment's test-time overrides only."""
+    commands = _dry_run(target, tmp_path, "SEEDS=1 2", "DATA_DIR=/data")
+    keys = _settings(commands)
+    fits = {k[2]: k for k in keys if k[4] == "fit"}
+    tests = [(args, k) for args, k in zip(commands, keys) if k[4] == "test"]
+    assert len(fits) == len(tests) == 4
+    assert all(k[0].is_full() and k[0].standard for k in fits.values())
+    assert _flat(OmegaConf.to_container(OmegaConf.load(ROOT / "experiments" / experiment / "config.yaml"))) == switch
+    for args, (setting, seed, name, _, _) in tests:
+        trained = fits[Path(args[2]).parent.parent.name]
+        assert name == f"{experiment}-{setting.dataset}-seed{seed}"
+        assert (setting.dataset, seed) == (trained[0].dataset, trained[1])
+        assert args[4] == f"experiments/{experiment}/config.yaml" and args[-1] == "paths.data_dir=/data"
+        changed = {f: getattr(setting, f) for f in ("inference_visual", "modality_missing")
+                   if getattr(setting, f) != getattr(trained[0], f)}
+        assert changed == {k.split(".")[1]: v for k, v in switch.items()}
+        assert setting.is_full(**changed) and not setting.standard
+    db = subprocess.run(["make", "-p", "-n", "--no-print-directory", target, f"RUNS={tmp_path}"], cwd=ROOT,
+                        capture_output=True, text=True, check=True).stdout
+    prereq = re.search(rf"^{re.escape(str(tmp_path))}/{experiment}-twitter2015-seed42/results.json: (.*)$", db, re.M)
+    assert prereq and f"{tmp_path}/bga_mner-twitter2015-seed42/results.json" in prereq.group(1)
 
 
 @pytest.mark.parametrize("target,table", [("reproduce-table2", "2"), ("ablations", "3"), ("table4", "4"),

@@ -30,7 +30,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from bga_mner.data.conll import CoNLLFormatError
 
-    return (FileNotFoundError, IsADirectoryError, CoNLLFormatError, OmegaConfBaseException)
+    return (FileNotFoundError, FileExistsError, IsADirectoryError, CoNLLFormatError,
+            OmegaConfBaseException)
 
 
 USER_ERRORS = _user_errors()

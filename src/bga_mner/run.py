@@ -92,10 +92,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def build_results(cfg: DictConfig, *, best_epoch: int, dev: Mapping[str, Any],
-                  test: Mapping[str, Any], seconds_per_epoch: float,
+def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, Any] | None,
+                  test: Mapping[str, Any], seconds_per_epoch: float | None,
                   truncated: Mapping[str, int], missing_images: Mapping[str, int | None]) -> dict:
-    """The ``results.json`` dict of docs/ARCHITECTURE.md (P/R/F1 in percent, unrounded)."""
+    """The ``results.json`` dict of docs/ARCHITECTURE.md (P/R/F1 in percent, unrounded).
+
+    ``best_epoch``, ``dev`` and ``seconds_per_epoch`` are None (JSON null) only for the evaluation
+    of a checkpoint whose training run is unknown (``bga-mner test --out``).
+    """
     return {
         "run": str(cfg.run.name),
         "experiment": cfg.run.experiment,
@@ -104,10 +108,10 @@ def build_results(cfg: DictConfig, *, best_epoch: int, dev: Mapping[str, Any],
         "model": model_name(cfg),
         "seed": int(cfg.seed),
         "profile": str(cfg.run.profile),
-        "best_epoch": int(best_epoch),
-        "dev": dict(dev),
+        "best_epoch": None if best_epoch is None else int(best_epoch),
+        "dev": None if dev is None else dict(dev),
         "test": dict(test),
-        "seconds_per_epoch": float(seconds_per_epoch),
+        "seconds_per_epoch": None if seconds_per_epoch is None else float(seconds_per_epoch),
         "truncated_tweets": {k: int(v) for k, v in truncated.items()},
         # None for a split read without images (data.use_images=false)
         "missing_images": {k: None if v is None else int(v) for k, v in missing_images.items()},

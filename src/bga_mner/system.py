@@ -82,7 +82,8 @@ class MNERSystem(L.LightningModule):
         self.test_f1 = SpanF1()
         self.val_history: list[dict] = []  # per epoch: {"epoch": e, "scores": SpanF1 dict}
         self.test_scores: dict | None = None
-        self.test_predictions: list[tuple[str, list[str], list[str]]] = []  # (id, words, tags)
+        # (id, words, predicted tags) per test tweet in file order, all processes' after the epoch
+        self.test_predictions: list[tuple[str, list[str], list[str]]] = []
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -137,8 +138,13 @@ class MNERSystem(L.LightningModule):
         for group, prf in scores.items():
             prefix = f"{split}/" if group == "overall" else f"{split}/{group}/"
             flat.update({f"{prefix}{k}": float(v) for k, v in prf.items()})
-        self.log(f"{split}/f1", flat.pop(f"{split}/f1"), prog_bar=True)
-        self.log_dict(flat)
+        # SpanF1.compute() already sums its counts over all processes, so every rank logs the same
+        # numbers. Lightning still wants sync_dist=True for epoch-level values under DDP; max over
+        # equal values is exact (a mean could round) and keeps val/f1 on every rank for the
+        # checkpoint monitor (rank_zero_only would not).
+        sync = {"sync_dist": True, "reduce_fx": "max"}
+        self.log(f"{split}/f1", flat.pop(f"{split}/f1"), prog_bar=True, **sync)
+        self.log_dict(flat, **sync)
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_f1.compute()
@@ -151,6 +157,24 @@ class MNERSystem(L.LightningModule):
         self.test_scores = self.test_f1.compute()
         self.test_f1.reset()
         self._log_scores("test", self.test_scores)
+        self.test_predictions = self._gather_test_predictions()
+
+    def _gather_test_predictions(self) -> list[tuple[str, list[str], list[str]]]:
+        """Every process's test predictions, in test-set order, on every process.
+
+        Each process holds the tweets its sampler gave it, in sampler order (the eval loaders are
+        unshuffled); the sampler's dataset indices put the union back in file order.
+        """
+        loader = self.trainer.test_dataloaders
+        if isinstance(loader, (list, tuple)):
+            (loader,) = loader  # one test set
+        indices = list(loader.sampler)[:len(self.test_predictions)]  # limit_test_batches: a prefix
+        local = list(zip(indices, self.test_predictions))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shares, local)  # a collective: every rank calls it
+            local = [item for share in shares for item in share]
+        return [prediction for _, prediction in sorted(local, key=lambda item: item[0])]
 
     def best_validation(self) -> dict:
         """The first epoch with the highest dev F1 (what ``ModelCheckpoint(mode="max")`` keeps)."""

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from bga_mner.config import load_config
@@ -86,13 +87,33 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
     return dict(OmegaConf.to_container(cfg.trainer, resolve=True))
 
 
+# Under ``strategy="ddp"`` Lightning starts ranks > 0 by re-running this command; they inherit the
+# environment, so the run name chosen by rank 0 (timestamped by default) travels in it.
+RUN_NAME_ENV = "BGA_MNER_RUN_NAME"
+
+
 def run_fit(cfg: DictConfig) -> dict:
-    """Train and test one run; returns ``{"results", "run_dir", "results_path", "wandb_dir"}``."""
+    """Train and test one run; returns ``{"results", "run_dir", "results_path", "wandb_dir"}``.
+
+    Under DDP every process trains and tests its share; only rank 0 writes the run's files
+    (``results`` and the paths are then None on the other ranks).
+    """
+    L.seed_everything(int(cfg.seed), workers=True)
+    if not cfg.run.name and os.environ.get(RUN_NAME_ENV):
+        cfg.run.name = os.environ[RUN_NAME_ENV]
+    run_dir = make_run_dir(cfg)
+    os.environ[RUN_NAME_ENV] = str(cfg.run.name)  # for the DDP processes started by trainer.fit
+    try:
+        return _train_and_test(cfg, run_dir)
+    finally:
+        os.environ.pop(RUN_NAME_ENV, None)
+
+
+def _train_and_test(cfg: DictConfig, run_dir: Path) -> dict:
     from bga_mner.models.backbones import load_tokenizer
 
-    L.seed_everything(int(cfg.seed), workers=True)
-    run_dir = make_run_dir(cfg)
-    save_config(cfg, run_dir)
+    if rank_zero_only.rank == 0:
+        save_config(cfg, run_dir)
     tokenizer = load_tokenizer(cfg.model.text_encoder)
     datamodule = build_datamodule(cfg, tokenizer, run_dir)
     system = MNERSystem(cfg)
@@ -107,7 +128,10 @@ def run_fit(cfg: DictConfig) -> dict:
     if not checkpoint.best_model_path:
         raise RuntimeError(f"{run_dir}: no checkpoint was saved (did validation run?)")
     best = system.best_validation()
+    # system.test_predictions: every process's tweets, gathered (MNERSystem.on_test_epoch_end)
     trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+    if not trainer.is_global_zero:
+        return {"results": None, "run_dir": run_dir, "results_path": None, "wandb_dir": None}
 
     predictions = run_dir / "predictions" / "test.conll"
     predictions.parent.mkdir(exist_ok=True)
@@ -139,6 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = run_fit(cfg)
+    if out["results"] is None:  # a DDP rank > 0: rank 0 prints
+        return 0
     test = out["results"]["test"]
     print(f"\ntest ({out['results']['test_dataset']}), best dev epoch {out['results']['best_epoch']}:")
     print(scores_table(test))

@@ -16,7 +16,7 @@ from typing import Sequence, TextIO
 
 from omegaconf import OmegaConf
 
-from bga_mner.data.conll import Tweet
+from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.data.spans import bio_to_spans
 from bga_mner.inference import build_system, read_checkpoint, read_tweets, tag_tweets
 
@@ -31,13 +31,11 @@ def tweet_record(tweet: Tweet, tags: Sequence[str]) -> dict:
 def write_predictions(out: TextIO, tweets: Sequence[Tweet], tags: Sequence[Sequence[str]],
                       fmt: str) -> None:
     """Write tagged tweets as JSONL or CoNLL (the format ``bga-mner score`` reads)."""
+    if fmt == "conll":
+        write_conll(out, tweets, tags)
+        return
     for tweet, tweet_tags in zip(tweets, tags, strict=True):
-        if fmt == "jsonl":
-            out.write(json.dumps(tweet_record(tweet, tweet_tags), ensure_ascii=False) + "\n")
-        else:
-            out.write(f"IMGID:{tweet.image_id}\n")
-            out.writelines(f"{w}\t{t}\n" for w, t in zip(tweet.words, tweet_tags))
-            out.write("\n")
+        out.write(json.dumps(tweet_record(tweet, tweet_tags), ensure_ascii=False) + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,9 +17,10 @@ and the line; nothing is silently skipped.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence, TextIO
 
 ENTITY_TYPES: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC")
 LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
@@ -127,19 +128,28 @@ def _utf8_lines(path: str | Path) -> Iterator[str]:
                                        f"at byte {err.start} of the line") from None
 
 
-def write_conll(path: str | Path, tweets: Iterable[Tweet],
+def write_conll(out: str | Path | TextIO, tweets: Iterable[Tweet],
                 tags: Iterable[Sequence[str]] | None = None) -> None:
-    """Write tweets (optionally with other tags, e.g. predictions) in the same format."""
+    """Write tweets (optionally with other tags, e.g. predictions) in the same format.
+
+    Args:
+        out: a file path (created or overwritten, UTF-8) or an open text stream (e.g. stdout).
+        tweets: the tweets, in order.
+        tags: one tag list per tweet instead of the tweets' own tags.
+    """
     tweets = list(tweets)
     tag_lists = [t.tags for t in tweets] if tags is None else list(tags)
-    with open(path, "w", encoding="utf-8") as f:
-        for tweet, tweet_tags in zip(tweets, tag_lists, strict=True):
-            if len(tweet_tags) != len(tweet.words):
-                raise ValueError(f"{tweet.source or tweet.image_id}: {len(tweet.words)} words but "
-                                 f"{len(tweet_tags)} tags")
+    if len(tag_lists) != len(tweets):
+        raise ValueError(f"{len(tweets)} tweets but {len(tag_lists)} tag lists")
+    for tweet, tweet_tags in zip(tweets, tag_lists):  # check everything before writing anything
+        if len(tweet_tags) != len(tweet.words):
+            raise ValueError(f"{tweet.source or tweet.image_id}: {len(tweet.words)} words but "
+                             f"{len(tweet_tags)} tags")
+    with contextlib.ExitStack() as stack:
+        f = out if hasattr(out, "write") else stack.enter_context(open(out, "w", encoding="utf-8"))
+        for tweet, tweet_tags in zip(tweets, tag_lists):
             f.write(f"IMGID:{tweet.image_id}\n")
-            for word, tag in zip(tweet.words, tweet_tags):
-                f.write(f"{word}\t{tag}\n")
+            f.writelines(f"{word}\t{tag}\n" for word, tag in zip(tweet.words, tweet_tags))
             f.write("\n")
 
 

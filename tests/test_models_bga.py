@@ -172,3 +172,21 @@ def test_one_small_batch_overfits():
     pred = model.crf_head.decode(model(batch).emissions, batch["word_mask"])
     gold = [row[m].tolist() for row, m in zip(batch["labels"], batch["word_mask"])]
     assert pred == gold
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_real_features_are_stop_gradient_targets(detach):
+    """Eqs. 5/7 compare generated features with DETACHED real ones: a branch learns from the
+    generation losses only through the generator it feeds (no collapse onto the generated)."""
+    model = tiny_model("model.use_scs=false", "model.dropout=0.0",
+                       f"model.detach_targets={str(detach).lower()}").train()
+    with torch.no_grad():  # make G_v2t ignore the visual tokens: V then only enters as a target
+        model.v2t.memory_proj.weight.zero_()
+        model.v2t.memory_proj.bias.zero_()
+    captured = {}
+    hook = model.visual_layers[0].register_forward_hook(lambda m, i, o: captured.update(V=o))
+    out = model(make_batch())
+    hook.remove()
+    (grad,) = torch.autograd.grad(out.gen_loss, captured["V"])
+    assert out.gen_loss > 0
+    assert (grad.abs().sum() == 0) == detach

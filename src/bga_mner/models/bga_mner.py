@@ -16,8 +16,13 @@ Decisions where the paper is silent (also in docs/implementation_notes.md):
   swaps in the real visual tokens of the same level at evaluation (missing crops masked).
 * Losses: per-token KL(generated || real), summed over the units weighted by the keep masks
   (Eq. 5, Eq. 7), averaged over samples that have an image, then over layers (1/N, Eq. 11).
-  Targets are not detached: the alignment moves both branches. Cycle generation uses all real
-  units as its mask (padding is never a unit).
+  Cycle generation uses all real units as its mask (padding is never a unit).
+* The real features are the losses' TARGETS (stop-gradient, ``detach_targets=True``): a branch
+  learns from Eqs. 5/7 only as the generator's INPUT ("be informative enough to generate the other
+  modality from"), never by moving its features toward the generated ones. Without it, the visual
+  branch (whose only training signal is the generation loss) lowers the loss by collapsing its
+  features onto the generator's text-independent average: on the synthetic set the loss then no
+  longer tells matched from mismatched image-text pairs (docs/implementation_notes.md).
 * Widths: each generator works at the width of what it generates; when the two encoders differ
   in width, linear projections map the other branch's tokens in (``memory_proj``) and the
   generated tokens into the extracting branch (``visual_to_text``, ``text_to_visual``).
@@ -115,6 +120,8 @@ class BGAMNER(nn.Module):
         generator_layers, generator_ffn_dim: decoder depth and FFN width of each generator.
         sampler_hidden_ratio, gumbel_tau: SCS hidden width / d and Gumbel temperature.
         dropout: dropout of the CRF head and the generators.
+        detach_targets: stop the gradient through the real features compared in Eqs. 5/7 (see the
+            module docstring); False lets the losses move both branches.
     """
 
     def __init__(self, text_encoder: nn.Module, visual_encoder: nn.Module | None, num_labels: int, *,
@@ -122,12 +129,14 @@ class BGAMNER(nn.Module):
                  inference_visual: str = "generated", build_visual: bool = True,
                  visual_spec: VisualSpec | None = None, max_length: int = 128, num_objects: int = 3,
                  crop_size: int = 128, generator_layers: int = 1, generator_ffn_dim: int = 2048,
-                 sampler_hidden_ratio: float = 0.5, gumbel_tau: float = 1.0, dropout: float = 0.1):
+                 sampler_hidden_ratio: float = 0.5, gumbel_tau: float = 1.0, dropout: float = 0.1,
+                 detach_targets: bool = True):
         super().__init__()
         if inference_visual not in INFERENCE_VISUAL:
             raise ValueError(f"model.inference_visual={inference_visual!r}; expected one of {INFERENCE_VISUAL}")
         self.use_mcg, self.use_scs, self.use_cycle = use_mcg, use_scs, use_cycle
         self.inference_visual = inference_visual
+        self.detach_targets = detach_targets
         self.build_visual = build_visual and use_mcg
         self.max_length = max_length
         d_t = text_encoder.config.hidden_size
@@ -211,13 +220,14 @@ class BGAMNER(nn.Module):
                 m_v = self.visual_samplers[l](V, m_v, keep_v) if self.use_scs else keep_v.to(T.dtype)
                 out.visual_masks.append(m_v.detach() > 0.5)
                 T_hat = self.v2t(V, m_v, T.shape[1], ~keep_t)  # (B, Nt, d_t), Eq. 4
-                recon = recon + masked_token_loss(V_hat, V, m_v, has_image) \
-                    + masked_token_loss(T_hat, T, m_t, has_image)  # Eq. 5
+                V_tgt, T_tgt = (V.detach(), T.detach()) if self.detach_targets else (V, T)
+                recon = recon + masked_token_loss(V_hat, V_tgt, m_v, has_image) \
+                    + masked_token_loss(T_hat, T_tgt, m_t, has_image)  # Eq. 5
                 if self.use_cycle:  # Eqs. 6-7: generate back from the generated, all real units kept
                     V_bar = self.t2v(T_hat, keep_t)  # (B, Nv, d_v)
                     T_bar = self.v2t(V_hat, torch.ones_like(keep_v), T.shape[1], ~keep_t)  # (B, Nt, d_t)
-                    cycle = cycle + masked_token_loss(V_bar, V, m_v, has_image) \
-                        + masked_token_loss(T_bar, T, m_t, has_image)
+                    cycle = cycle + masked_token_loss(V_bar, V_tgt, m_v, has_image) \
+                        + masked_token_loss(T_bar, T_tgt, m_t, has_image)
             if real_context:
                 context, context_keep = V, keep_v  # Table 4: real visual tokens
             else:

@@ -13,8 +13,8 @@ from PIL import Image
 from bga_mner.cli import main as cli
 from bga_mner.data.conll import read_split_dir
 from bga_mner.data.detect import read_objects
-from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, TYPE_OBJECTS, SynthConfig, ensure_synthetic,
-                                     entity_style, generate)
+from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, NAMES, TYPE_OBJECTS, SynthConfig,
+                                     ensure_synthetic, entity_style, generate)
 
 SMALL = SynthConfig(train=120, valid=40, test=40, seed=3)
 
@@ -116,6 +116,18 @@ def test_ensure_synthetic_generates_once(tmp_path: Path) -> None:
     assert (root / "meta.json").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folder left
     assert SynthConfig(train=6, valid=3, test=3, seed=1).digest() != cfg.digest()
+
+
+def test_names_per_type_limits_the_names_drawn(tmp_path: Path) -> None:
+    generate(tmp_path, SynthConfig(train=60, valid=2, test=2, seed=2, names_per_type=2))
+    meta = json.loads((tmp_path / "meta.json").read_text())["tweets"]
+    names = {e["name"]: e["ambiguous"] for t in meta.values() for e in t["entities"]}
+    allowed = {n for t in NAMES.values() for n in t[:2]}
+    assert {n for n, amb in names.items() if not amb} <= allowed
+    assert {n for n, amb in names.items() if amb} <= set(sorted(AMBIGUOUS)[:2])
+    assert len(names) > 4  # several types drawn, each from its first two names
+    with pytest.raises(ValueError, match="names_per_type"):
+        SynthConfig(names_per_type=0)
 
 
 def test_synth_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -107,6 +107,13 @@ class SynthConfig:
     neutral_rate: float = 0.3    # tweets from a type-neutral template
     ambiguous_rate: float = 0.7  # of those, the share filled with an ambiguous name
     cue_rate: float = 0.3        # tweets with a "( pic : <object> )" cue
+    names_per_type: int | None = None  # draw from only the first n names of each type and n
+                                       # ambiguous names (None: all): names recur, appearance is
+                                       # learnable from few tweets (the retrieval test)
+
+    def __post_init__(self) -> None:
+        if self.names_per_type is not None and self.names_per_type < 1:
+            raise ValueError(f"names_per_type={self.names_per_type}: need at least one name per type")
 
     def digest(self) -> str:
         blob = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
@@ -180,9 +187,11 @@ def _draw_object(d: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, in
             d.ellipse([cx - r, my - r, cx + r, my + r], fill=(0, 0, 0))
 
 
-def _fill_template(rng: random.Random, template: str, neutral: bool, ambiguous_rate: float
-                   ) -> tuple[list[str], list[str], list[dict]]:
-    """Words, BIO tags and entity records of one template."""
+def _fill_template(rng: random.Random, template: str, neutral: bool, ambiguous_rate: float,
+                   names_per_type: int | None = None) -> tuple[list[str], list[str], list[dict]]:
+    """Words, BIO tags and entity records of one template (names from the first
+    ``names_per_type`` of each list; None: all)."""
+    n = names_per_type
     words, tags, entities = [], [], []
     for token in template.split():
         if not (token.startswith("{") and token.endswith("}")):
@@ -191,11 +200,11 @@ def _fill_template(rng: random.Random, template: str, neutral: bool, ambiguous_r
             continue
         ambiguous = neutral and rng.random() < ambiguous_rate
         if ambiguous:
-            name = rng.choice(sorted(AMBIGUOUS))
+            name = rng.choice(sorted(AMBIGUOUS)[:n])
             etype = rng.choice(AMBIGUOUS[name])
         else:
             etype = rng.choice(sorted(NAMES)) if token == "{ANY}" else token[1:-1]
-            name = rng.choice(NAMES[etype])
+            name = rng.choice(NAMES[etype][:n])
         parts = name.split()
         entities.append({"start": len(words), "end": len(words) + len(parts), "type": etype,
                          "name": name, "ambiguous": ambiguous,
@@ -209,7 +218,8 @@ def _make_tweet(rng: random.Random, cfg: SynthConfig) -> tuple[list[str], list[s
     neutral = rng.random() < cfg.neutral_rate
     template = rng.choice(NEUTRAL if neutral else TEMPLATES)
     prefix = ["RT", f"@{rng.choice(HANDLES)}", ":"] if rng.random() < 0.2 else []
-    words, tags, entities = _fill_template(rng, template, neutral, cfg.ambiguous_rate)
+    words, tags, entities = _fill_template(rng, template, neutral, cfg.ambiguous_rate,
+                                            cfg.names_per_type)
     for e in entities:
         e["start"] += len(prefix)
         e["end"] += len(prefix)

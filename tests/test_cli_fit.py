@@ -54,7 +54,9 @@ def test_fit_writes_every_run_file(smoke_run, smoke_cache):
     _scores_ok(results["test"])
     assert set(results["truncated_tweets"]) == set(results["missing_images"]) == {"train", "valid", "test"}
     assert results["missing_images"]["train"] > 0  # the synthetic set leaves ~10% without image
-    assert results["git_commit"] is None or len(results["git_commit"]) == 40
+    commit = results["git_commit"]
+    assert commit is None or len(commit.removesuffix("-dirty")) == 40
+    assert results["config"]["run"]["git_commit"] == commit  # recorded when the run started
     assert {"python", "torch", "lightning", "transformers", "timm"} <= set(results["versions"])
     # the saved config is the merged, resolved one, and results.json carries the same
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))

@@ -68,14 +68,20 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), or None."""
+    """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), with a
+    ``-dirty`` suffix when tracked files differ from it; None outside a repository."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                             text=True, timeout=10, check=True)
+        sha = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return f"{sha}-dirty" if sha and dirty else sha or None
 
 
 def package_versions() -> dict[str, str]:
@@ -116,7 +122,7 @@ def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, 
         # None for a split read without images (data.use_images=false)
         "missing_images": {k: None if v is None else int(v) for k, v in missing_images.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "git_commit": git_commit(),
+        "git_commit": cfg.run.get("git_commit") or git_commit(),  # fit records it at the start
         "versions": package_versions(),
     }
 

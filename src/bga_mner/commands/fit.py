@@ -66,7 +66,7 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="csv", version="")]
     if cfg.logging.wandb:
         config = OmegaConf.to_container(cfg, resolve=True)
-        config["git_commit"] = git_commit()
+        config["git_commit"] = cfg.run.get("git_commit") or git_commit()
         loggers.append(WandbLogger(
             name=str(cfg.run.name), save_dir=str(run_dir), project=str(cfg.logging.wandb_project),
             group=str(cfg.logging.group or cfg.run.experiment or cfg.data.name),
@@ -99,6 +99,7 @@ def run_fit(cfg: DictConfig) -> dict:
     (``results`` and the paths are then None on the other ranks).
     """
     L.seed_everything(int(cfg.seed), workers=True)
+    cfg.run.git_commit = git_commit()  # the code the run starts from (saved in config.yaml too)
     if not cfg.run.name and os.environ.get(RUN_NAME_ENV):
         cfg.run.name = os.environ[RUN_NAME_ENV]
     run_dir = make_run_dir(cfg)

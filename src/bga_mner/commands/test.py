@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.inference import build_system, read_checkpoint, scores_table, wants_real_visual
-from bga_mner.run import RESULTS_FILE, build_results, make_run_dir, save_config, write_json
+from bga_mner.run import RESULTS_FILE, build_results, git_commit, make_run_dir, save_config, write_json
 
 
 @dataclass
@@ -104,6 +104,7 @@ def write_evaluation_run(evaluation: Evaluation, ckpt_path: str | Path, out: str
     out = Path(out)
     cfg = evaluation.config.copy()
     cfg.paths.runs_dir, cfg.run.name = str(out.parent), out.name
+    cfg.run.git_commit = git_commit()  # the evaluating code (the source run's is in its results)
     if experiment is not None:
         cfg.run.experiment = experiment
     run_dir = make_run_dir(cfg)

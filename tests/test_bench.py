@@ -15,7 +15,7 @@ def test_bench_measures_both_models_and_the_loader(smoke_cache):
     with contextlib.redirect_stdout(out):
         assert main(["bench", "--steps", "1", "--warmup", "0", "--json", "run.profile=smoke",
                      "data.synthetic.train=32", "data.synthetic.valid=16", "data.synthetic.test=16",
-                     f"paths.cache_dir={smoke_cache}"]) == 0
+                     "data.batch_size=8", f"paths.cache_dir={smoke_cache}"]) == 0
     result = json.loads(out.getvalue())
     assert result["device"] == "cpu" and result["batch_size"] == 8
     assert set(result["models"]) == {"bga-mner", "bert-crf"}

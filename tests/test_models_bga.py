@@ -34,7 +34,8 @@ def test_training_shapes_and_every_parameter_gets_a_finite_gradient():
     assert len(out.text_masks) == len(out.visual_masks) == len(out.generated_visual) == 1  # N = 1
     assert out.text_masks[0].shape == (3, 12) and out.visual_masks[0].shape == (3, 98)
     assert out.generated_visual[0].shape == (3, 98, 64)
-    assert out.gen_loss > 0 and torch.isclose(out.gen_loss, out.recon_loss + out.cycle_loss)
+    assert out.gen_loss > 0 and torch.isclose(
+        out.gen_loss, out.recon_loss + out.cycle_loss + model.ratio_weight * out.ratio_loss)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and
                (p.grad is None or not torch.isfinite(p.grad).all())]
@@ -62,6 +63,20 @@ def test_no_nan_when_the_samplers_would_remove_everything(monkeypatch):
     assert all((m.sum(1) == 1).all() for m in out.text_masks + out.visual_masks)  # one unit forced
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_keep_ratio_loss_is_part_of_the_generation_loss_only_with_scs():
+    torch.manual_seed(0)
+    batch = make_batch()
+    out = tiny_model("model.ratio_weight=10.0").train()(batch)
+    assert out.ratio_loss > 0  # random samplers keep about half, not 0.7
+    torch.testing.assert_close(out.gen_loss, out.recon_loss + out.cycle_loss + 10.0 * out.ratio_loss)
+    torch.manual_seed(0)
+    no_scs = tiny_model("model.use_scs=false").train()(batch)
+    assert no_scs.ratio_loss == 0
+    torch.testing.assert_close(no_scs.gen_loss, no_scs.recon_loss + no_scs.cycle_loss)
+    with pytest.raises(ValueError, match="keep_ratio"):
+        tiny_model("model.keep_ratio=0.0")
 
 
 def test_imageless_sample_has_no_generation_loss_and_no_gradient():

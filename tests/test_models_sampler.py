@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from bga_mner.models.sampler import ContextSampler
+from bga_mner.models.sampler import ContextSampler, keep_ratio_loss
 
 
 def _inputs(B=3, N=7, d=16, seed=0):
@@ -75,3 +76,18 @@ def test_removing_everything_keeps_the_most_probable_real_unit():
         assert m.sum(1).tolist() == [1.0, 1.0, 1.0]
         assert m[0, 5] == 1 and m[1, 2] == 1 and not m[~valid].any()
         assert torch.isfinite(m).all()
+
+
+def test_keep_ratio_loss_is_summed_over_real_units_and_pulls_towards_the_target():
+    valid = torch.tensor([[True] * 10, [True] * 5 + [False] * 5, [True] * 4 + [False] * 6])
+    mask = valid.float().clone().requires_grad_(True)  # every real unit kept: share 1.0
+    samples = torch.tensor([True, True, False])  # the third (no image) does not count
+    loss = keep_ratio_loss(mask, valid, 0.7, samples)
+    assert loss.item() == pytest.approx((10 * 0.3 ** 2 + 5 * 0.3 ** 2) / 2)
+    loss.backward()
+    assert (mask.grad[:2][valid[:2]] > 0).all()  # keeping fewer lowers it, by the same for each unit
+    assert torch.allclose(mask.grad[0], mask.grad[0, 0].expand(10))
+    assert (mask.grad[2] == 0).all() and (mask.grad[~valid] == 0).all()
+    at_target = torch.tensor([[1.0] * 7 + [0.0] * 3])
+    assert keep_ratio_loss(at_target, torch.ones(1, 10, dtype=torch.bool), 0.7, torch.tensor([True])) == 0
+    assert keep_ratio_loss(mask, valid, 0.7, torch.zeros(3, dtype=torch.bool)) == 0

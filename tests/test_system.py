@@ -13,6 +13,7 @@ from bga_mner.config import load_config
 from bga_mner.data.conll import LABEL2ID
 from bga_mner.data.encode import collate_text, encode_batch
 from bga_mner.models.backbones import load_tokenizer
+from bga_mner.models.bga_mner import component_of
 from bga_mner.system import MNERSystem, parameter_groups
 
 # training_step logs; without a Trainer, Lightning warns that the logs go nowhere
@@ -77,9 +78,12 @@ def test_parameter_groups_cover_each_parameter_once_with_its_lr_and_decay(cfg):
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert len(ids) == len(set(ids)) and set(ids) == trainable
     by_name = {g["name"]: g for g in groups}
-    assert {"encoder", "encoder_no_decay", "head", "head_no_decay", "crf", "crf_no_decay", "new",
-            "new_no_decay"} == set(by_name)
+    assert {"encoder", "encoder_no_decay", "visual", "visual_no_decay", "head", "head_no_decay", "crf",
+            "crf_no_decay", "new", "new_no_decay"} == set(by_name)
     assert by_name["encoder"]["lr"] == cfg.optim.lr and by_name["head"]["lr"] == 0.002
+    assert by_name["visual"]["lr"] == cfg.optim.lr  # visual_lr null: lr
+    visual = {id(p) for n, p in model.named_parameters() if component_of(n) == "visual encoder"}
+    assert visual == {id(p) for n in ("visual", "visual_no_decay") for p in by_name[n]["params"]}
     assert by_name["crf"]["lr"] == 0.003 and by_name["new"]["lr"] == 0.004
     assert all(g["weight_decay"] == 0.0 for n, g in by_name.items() if n.endswith("no_decay"))
     assert all(g["weight_decay"] == cfg.optim.weight_decay for n, g in by_name.items()
@@ -91,6 +95,18 @@ def test_parameter_groups_cover_each_parameter_once_with_its_lr_and_decay(cfg):
     norm_w = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
     assert norm_w and norm_w <= {id(p) for n, g in by_name.items() if n.endswith("no_decay")
                                  for p in g["params"]}
+
+
+def test_visual_lr_zero_holds_the_visual_encoder_fixed(cfg, tokenizer):
+    system = MNERSystem(OmegaConf.merge(cfg, {"optim": {"visual_lr": 0.0}})).train()
+    opt = torch.optim.AdamW(parameter_groups(system.model, system.cfg.optim), lr=1e-3)
+    before = {n: p.detach().clone() for n, p in system.model.named_parameters()}
+    system.training_step(make_batch(cfg, tokenizer), 0).backward()
+    opt.step()
+    changed = {n for n, p in system.model.named_parameters() if not torch.equal(p, before[n])}
+    assert not any(component_of(n) == "visual encoder" for n in changed)
+    assert {"text encoder", "t2v generator", "v2t generator", "crop pos/projections"} <= {
+        component_of(n) for n in changed}  # the crops' new position embeddings still learn
 
 
 def test_schedule_warms_up_then_decays_linearly(cfg):

@@ -23,31 +23,34 @@ from bga_mner.models import build_model
 from bga_mner.models.bga_mner import component_of
 
 
-# optimiser group of each network component (``bga_mner.models.bga_mner.COMPONENTS``)
-ENCODER_COMPONENTS = ("text encoder", "visual encoder")
-
-
 def parameter_groups(model: nn.Module, optim_cfg: DictConfig | Mapping[str, Any]) -> list[dict]:
-    """AdamW groups: encoders (``lr``), emission layer (``head_lr``), CRF (``crf_lr``), new modules
-    (samplers, generators, crop position embeddings, projections: ``new_lr``); each split into
-    decayed weights and undecayed biases, norm weights and other 1-d parameters.
+    """AdamW groups: text encoder (``lr``), visual encoder (``visual_lr``), emission layer
+    (``head_lr``), CRF (``crf_lr``), new modules (samplers, generators, crop position embeddings,
+    projections: ``new_lr``); each split into decayed weights and undecayed biases, norm weights and
+    other 1-d parameters. A rate left null is ``lr``; 0 holds the group fixed (AdamW's decay is
+    proportional to the rate).
 
     Args:
         model: the network (``component_of`` names the component of each parameter).
-        optim_cfg: the ``optim:`` section (``lr``, ``head_lr``, ``crf_lr``, ``new_lr``, ``weight_decay``).
+        optim_cfg: the ``optim:`` section (``lr``, ``visual_lr``, ``head_lr``, ``crf_lr``, ``new_lr``,
+            ``weight_decay``).
     """
     lr = float(optim_cfg["lr"])
-    lrs = {"encoder": lr,
-           "head": float(optim_cfg["head_lr"] or lr),
-           "crf": float(optim_cfg["crf_lr"] or lr),
-           "new": float(optim_cfg["new_lr"] or lr)}
+
+    def rate(key: str) -> float:
+        value = optim_cfg.get(key)
+        return lr if value is None else float(value)
+
+    lrs = {"encoder": lr, "visual": rate("visual_lr"), "head": rate("head_lr"),
+           "crf": rate("crf_lr"), "new": rate("new_lr")}
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():  # a shared parameter is listed once
         if not p.requires_grad:
             continue
         component = component_of(name)
         kind = ("crf" if name.startswith("crf_head.crf.") else "head" if component == "CRF head"
-                else "encoder" if component in ENCODER_COMPONENTS else "new")
+                else "visual" if component == "visual encoder"
+                else "encoder" if component == "text encoder" else "new")
         decay = p.ndim >= 2 and "norm" not in name.lower()
         buckets.setdefault((kind, decay), []).append(p)
     wd = float(optim_cfg["weight_decay"])
@@ -94,6 +97,8 @@ class MNERSystem(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log_dict({"train/mner": mner, "train/recon": out.recon_loss,
                        "train/cycle": out.cycle_loss}, batch_size=size)
+        if out.ratio_loss is not None:
+            self.log("train/keep_ratio_loss", out.ratio_loss, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> dict:

@@ -45,4 +45,5 @@ def build_model(model_cfg: Mapping[str, Any], num_labels: int, build_visual: boo
         sampler_hidden_ratio=float(cfg.get("sampler_hidden_ratio", 0.5)),
         gumbel_tau=float(cfg.get("gumbel_tau", 1.0)), dropout=float(cfg.get("dropout", 0.1)),
         detach_targets=bool(cfg.get("detach_targets", True)),
+        keep_ratio=float(cfg.get("keep_ratio", 0.7)), ratio_weight=float(cfg.get("ratio_weight", 10.0)),
     )

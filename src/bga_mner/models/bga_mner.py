@@ -43,7 +43,7 @@ from bga_mner.models.backbones import visual_spec as spec_of
 from bga_mner.models.crf_head import CRFHead
 from bga_mner.models.generator import CrossModalGenerator, masked_token_loss
 from bga_mner.models.hybrid_layer import HybridBertLayer, HybridViTBlock
-from bga_mner.models.sampler import ContextSampler
+from bga_mner.models.sampler import ContextSampler, keep_ratio_loss
 
 INFERENCE_VISUAL = ("generated", "real")
 # parameter-name prefix -> component (longest prefix wins); used by ``params`` and optimiser groups
@@ -82,9 +82,12 @@ class BGAOutput:
 
     Attributes:
         emissions: (B, W, num_labels) CRF emission scores at the words' first sub-tokens.
-        gen_loss: scalar, recon_loss + cycle_loss (Eq. 11 without alpha); 0 without generation losses.
+        gen_loss: scalar, recon_loss + cycle_loss (Eq. 11 without alpha) + ratio_weight * ratio_loss;
+            0 without generation losses.
         recon_loss: scalar, (1/N) sum_l L_recon^l (Eq. 5).
         cycle_loss: scalar, (1/N) sum_l L_cycle^l (Eq. 7); 0 when use_cycle is false.
+        ratio_loss: scalar, the samplers' keep-ratio loss (``sampler.keep_ratio_loss``, both
+            branches) averaged over layers; 0 without SCS or without the visual branch.
         text_masks: per BGA layer, (B, Nt) bool keep masks of the text SCS (padding False).
         visual_masks: per BGA layer, (B, Nv) bool keep masks of the visual SCS ([] image-free).
         generated_visual: per BGA layer, (B, Nv, d_v) the generated visual tokens V_hat^l.
@@ -95,6 +98,7 @@ class BGAOutput:
     gen_loss: torch.Tensor
     recon_loss: torch.Tensor
     cycle_loss: torch.Tensor
+    ratio_loss: torch.Tensor | None = None  # None: BERT-CRF
     text_masks: list[torch.Tensor] = field(default_factory=list)
     visual_masks: list[torch.Tensor] = field(default_factory=list)
     generated_visual: list[torch.Tensor] = field(default_factory=list)
@@ -122,6 +126,8 @@ class BGAMNER(nn.Module):
         dropout: dropout of the CRF head and the generators.
         detach_targets: stop the gradient through the real features compared in Eqs. 5/7 (see the
             module docstring); False lets the losses move both branches.
+        keep_ratio: the share of real units each sampler is asked to keep (``ratio_loss``).
+        ratio_weight: weight of ``ratio_loss`` inside ``gen_loss``.
     """
 
     def __init__(self, text_encoder: nn.Module, visual_encoder: nn.Module | None, num_labels: int, *,
@@ -130,13 +136,17 @@ class BGAMNER(nn.Module):
                  visual_spec: VisualSpec | None = None, max_length: int = 128, num_objects: int = 3,
                  crop_size: int = 128, generator_layers: int = 1, generator_ffn_dim: int = 2048,
                  sampler_hidden_ratio: float = 0.5, gumbel_tau: float = 1.0, dropout: float = 0.1,
-                 detach_targets: bool = True):
+                 detach_targets: bool = True, keep_ratio: float = 0.7,
+                 ratio_weight: float = 10.0):
         super().__init__()
         if inference_visual not in INFERENCE_VISUAL:
             raise ValueError(f"model.inference_visual={inference_visual!r}; expected one of {INFERENCE_VISUAL}")
         self.use_mcg, self.use_scs, self.use_cycle = use_mcg, use_scs, use_cycle
         self.inference_visual = inference_visual
         self.detach_targets = detach_targets
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"model.keep_ratio={keep_ratio}: expected a share in (0, 1]")
+        self.keep_ratio, self.ratio_weight = keep_ratio, ratio_weight
         self.build_visual = build_visual and use_mcg
         self.max_length = max_length
         d_t = text_encoder.config.hidden_size
@@ -208,7 +218,7 @@ class BGAMNER(nn.Module):
             V, keep_v, has_image = self._visual_tokens(batch)  # (B, Nv, d_v), (B, Nv), (B,)
             m_v = keep_v.to(T.dtype)
         m_t = keep_t.to(T.dtype)
-        recon, cycle = zero, zero
+        recon, cycle, ratio = zero, zero, zero
         out = BGAOutput(T, zero, zero, zero)
         N = self.num_bga_layers
         for l in range(N):
@@ -220,6 +230,9 @@ class BGAMNER(nn.Module):
                 m_v = self.visual_samplers[l](V, m_v, keep_v) if self.use_scs else keep_v.to(T.dtype)
                 out.visual_masks.append(m_v.detach() > 0.5)
                 T_hat = self.v2t(V, m_v, T.shape[1], ~keep_t)  # (B, Nt, d_t), Eq. 4
+                if self.use_scs:  # how much each sampler keeps (DynamicViT's ratio loss)
+                    ratio = ratio + keep_ratio_loss(m_t, keep_t, self.keep_ratio, has_image) \
+                        + keep_ratio_loss(m_v, keep_v, self.keep_ratio, has_image)
                 V_tgt, T_tgt = (V.detach(), T.detach()) if self.detach_targets else (V, T)
                 recon = recon + masked_token_loss(V_hat, V_tgt, m_v, has_image) \
                     + masked_token_loss(T_hat, T_tgt, m_t, has_image)  # Eq. 5
@@ -237,7 +250,8 @@ class BGAMNER(nn.Module):
                 V = self.visual_layers[l + 1](V, keep_v, self.text_to_visual(T_hat), keep_t)  # Eq. 8
             T = T_next
         out.recon_loss, out.cycle_loss = recon / N, cycle / N  # Eq. 11: (1/N) sum over layers
-        out.gen_loss = out.recon_loss + out.cycle_loss
+        out.ratio_loss = ratio / N
+        out.gen_loss = out.recon_loss + out.cycle_loss + self.ratio_weight * out.ratio_loss
         out.emissions, out.text_states = self._emissions(T, batch), T
         return out
 

@@ -89,3 +89,21 @@ class ContextSampler(nn.Module):
         best = logits[..., self.KEEP].masked_fill(~valid, float("-inf")).argmax(1)  # (B,)
         force = F.one_hot(best, mask.shape[1]).bool() & empty.unsqueeze(1)
         return torch.where(force, 1.0 + straight, mask)
+
+
+def keep_ratio_loss(mask: torch.Tensor, valid: torch.Tensor, target: float,
+                    samples: torch.Tensor) -> torch.Tensor:
+    """DynamicViT's ratio loss, summed over units like Eq. 5: n_i (kept share - target)^2 per sample
+    (n_i real units), averaged over the selected samples.
+
+    Args:
+        mask: (B, N) the sampled keep mask (straight-through gradient).
+        valid: (B, N) bool, real units.
+        target: the keep ratio rho in (0, 1].
+        samples: (B,) bool, the samples that count (those with an image); none selected gives 0.
+    """
+    w = valid.to(mask.dtype)  # (B, N)
+    n = w.sum(1)  # (B,) real units
+    share = (mask * w).sum(1) / n.clamp(min=1.0)  # (B,)
+    per_sample = torch.where(samples, n * (share - target) ** 2, torch.zeros_like(share))
+    return per_sample.sum() / samples.sum().clamp(min=1)

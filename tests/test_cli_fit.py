@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bga_mner.cli import main
-from bga_mner.commands.fit import wandb_tags
+from bga_mner.commands.fit import skip_unused_images, wandb_tags
 from bga_mner.config import load_config
 from bga_mner.data.conll import read_conll
 from bga_mner.run import make_run_dir
@@ -128,3 +128,12 @@ def test_wandb_tags_name_dataset_seed_profile_and_switches():
                                       "train-limit-50", "extra"])
     bert = load_config(overrides=["model.use_mcg=false", "model.use_scs=false"])
     assert "no-scs" not in wandb_tags(bert) and "bert-crf" in wandb_tags(bert)
+
+
+def test_bert_crf_runs_read_no_images():
+    bert = load_config(overrides=["model.use_mcg=false", "data.use_images=true"])
+    skip_unused_images(bert)
+    assert bert.data.use_images is False
+    bga = load_config(overrides=["data.use_images=true"])
+    skip_unused_images(bga)
+    assert bga.data.use_images is True

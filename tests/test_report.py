@@ -138,6 +138,8 @@ def test_cli_writes_every_table_and_the_fig5_png(tmp_path: Path, capsys: pytest.
     assert "| real textual + real visual | 1 seed | 74.00 | 75.08 | -1.08 |" in printed
     assert "| 50 | BGA | 2 seeds | 41.50 ± 0.71 |" in printed
     assert "| BGA-MNER (ours) | vit_base_patch32_clip_224.openai | 220.0M | 110.0M |" in printed
+    assert "| BGA-MNER (paper) | ViT-B/32 | — | 130.3M |" in printed  # an inference-time count
+    assert "| UMT (paper) | ResNet152 | 206.3M | 206.3M |" in printed  # reads images at inference
     assert "| text samplers | 11.50M | 11.50M | 11.5M |" in printed
     png = out / "fig5.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"

@@ -82,6 +82,13 @@ def build_datamodule(cfg: DictConfig, tokenizer: Any, run_dir: Path | None = Non
     return MNERDataModule.from_config(cfg, tokenizer, run_dir=run_dir)
 
 
+def skip_unused_images(cfg: DictConfig) -> None:
+    """BERT-CRF (``model.use_mcg=false``) never looks at an image: set ``data.use_images=false`` so
+    that its runs read none (the saved config.yaml then says so)."""
+    if not cfg.model.use_mcg and cfg.data.use_images:
+        cfg.data.use_images = False
+
+
 def trainer_kwargs(cfg: DictConfig) -> dict:
     """``L.Trainer`` keyword arguments from the ``trainer:`` section."""
     return dict(OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -100,6 +107,7 @@ def run_fit(cfg: DictConfig) -> dict:
     """
     L.seed_everything(int(cfg.seed), workers=True)
     cfg.run.git_commit = git_commit()  # the code the run starts from (saved in config.yaml too)
+    skip_unused_images(cfg)
     if not cfg.run.name and os.environ.get(RUN_NAME_ENV):
         cfg.run.name = os.environ[RUN_NAME_ENV]
     run_dir = make_run_dir(cfg)

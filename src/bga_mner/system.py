@@ -95,10 +95,8 @@ class MNERSystem(L.LightningModule):
         loss = mner + self.alpha * out.gen_loss  # Eq. 11 (gen_loss already averaged over layers)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log_dict({"train/mner": mner, "train/recon": out.recon_loss,
-                       "train/cycle": out.cycle_loss}, batch_size=size)
-        if out.ratio_loss is not None:
-            self.log("train/keep_ratio_loss", out.ratio_loss, batch_size=size)
+        self.log_dict({"train/mner": mner, "train/recon": out.recon_loss, "train/cycle": out.cycle_loss,
+                       "train/keep_ratio_loss": out.ratio_loss}, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> dict:

@@ -87,7 +87,7 @@ class BGAOutput:
         recon_loss: scalar, (1/N) sum_l L_recon^l (Eq. 5).
         cycle_loss: scalar, (1/N) sum_l L_cycle^l (Eq. 7); 0 when use_cycle is false.
         ratio_loss: scalar, the samplers' keep-ratio loss (``sampler.keep_ratio_loss``, both
-            branches) averaged over layers; 0 without SCS or without the visual branch.
+            branches) averaged over layers; 0 without SCS, MCG or the visual branch.
         text_masks: per BGA layer, (B, Nt) bool keep masks of the text SCS (padding False).
         visual_masks: per BGA layer, (B, Nv) bool keep masks of the visual SCS ([] image-free).
         generated_visual: per BGA layer, (B, Nv, d_v) the generated visual tokens V_hat^l.
@@ -98,7 +98,7 @@ class BGAOutput:
     gen_loss: torch.Tensor
     recon_loss: torch.Tensor
     cycle_loss: torch.Tensor
-    ratio_loss: torch.Tensor | None = None  # None: BERT-CRF
+    ratio_loss: torch.Tensor
     text_masks: list[torch.Tensor] = field(default_factory=list)
     visual_masks: list[torch.Tensor] = field(default_factory=list)
     generated_visual: list[torch.Tensor] = field(default_factory=list)
@@ -209,7 +209,7 @@ class BGAMNER(nn.Module):
         if not self.use_mcg:
             for layer in self.text_layers[1:]:
                 T = layer(T, keep_t)
-            return BGAOutput(self._emissions(T, batch), zero, zero, zero, text_states=T)
+            return BGAOutput(self._emissions(T, batch), zero, zero, zero, zero, text_states=T)
 
         if visual is None:
             visual = self.training or self.inference_visual == "real"
@@ -219,7 +219,7 @@ class BGAMNER(nn.Module):
             m_v = keep_v.to(T.dtype)
         m_t = keep_t.to(T.dtype)
         recon, cycle, ratio = zero, zero, zero
-        out = BGAOutput(T, zero, zero, zero)
+        out = BGAOutput(T, zero, zero, zero, zero)
         N = self.num_bga_layers
         for l in range(N):
             m_t = self.text_samplers[l](T, m_t, keep_t) if self.use_scs else keep_t.to(T.dtype)  # Eq. 1

@@ -328,11 +328,9 @@ def render_table5(params: Sequence[tuple[Path, Mapping[str, Any]]], results: Seq
     paper = paper_results()["table5"]
     full = select(results, lambda s: s.standard and s.is_full())
     f1 = {sec: str(metric(runs, "overall")) for (sec, prof), runs in full.items() if prof == "full"}
-    # The paper gives one total per method. The others read the image at inference, so it is both
-    # their train- and inference-time count; BGA-MNER's 130.3M can only be an inference-time count
-    # (BERT-base + ViT-B/32 alone are 197M; docs/implementation_notes.md).
+    # the paper gives one total per method (paper_results.yaml says at which time it counts)
     rows = [[r["method"] + " (paper)", r["visual_encoder"],
-             "—" if r["method"] == "BGA-MNER" else f"{r['params_m']:.1f}M", f"{r['params_m']:.1f}M",
+             "—" if r.get("image_free") else f"{r['params_m']:.1f}M", f"{r['params_m']:.1f}M",
              _num(r["twitter2015"]), _num(r["twitter2017"])] for r in paper["rows"]]
     parts = [f"## {title}"]
     for path, counts in params:  # `bga-mner params --json`: {text_encoder, visual_encoder, train, inference}

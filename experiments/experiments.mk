@@ -2,14 +2,18 @@
 #
 # Each run is a file target, $(RUNS)/<run name>/results.json, so make skips finished runs: a run
 # shared by several tables (BERT-CRF is Table 2's baseline, Table 3's "w/o SCS & w/o MCG" and
-# Fig. 5's reference; full BGA-MNER is in Tables 2, 3, 4 and 7) trains once, and an interrupted
-# `make all` resumes where it stopped. To redo a run, delete its folder. Tables 4 and 7 train
-# nothing: they re-test the full BGA-MNER runs' best.ckpt (`bga-mner test --out`) with the test-time
-# overrides of experiments/real_visual and experiments/modality_missing.
+# Fig. 5's reference; full BGA-MNER is in Tables 2, 3, 4 and 7) trains once. Fits run with
+# `--resume`: an interrupted `make all` continues each unfinished run from its last finished epoch
+# (checkpoints/last.ckpt) and loses at most the epoch it was in. Tables 4 and 7 train nothing: they
+# re-test the full BGA-MNER runs' best.ckpt (`bga-mner test --out`) with the test-time overrides of
+# experiments/real_visual and experiments/modality_missing; each evaluation depends on its trained
+# run's results.json. To redo a run, delete its folder and make the target again: the run and
+# everything derived from it are recomputed (an evaluation older than its trained run is replaced,
+# `--replace`). Two makes on the same RUNS do not collide: a run folder in use is refused.
 #   SEEDS='42 43 44'  one run per seed; the report shows mean ± std
 #   PROFILE=smoke     synthetic set, tiny models, CPU: the data set loop collapses to `synthetic`
 #   RUNS=DIR          where the runs and the report go
-#   DATA_DIR=DIR      where the data sets are (default: paths.data_dir of the base config)
+#   DATA_DIR=DIR      where the data sets are (default: paths.data_dir of the config defaults)
 #   FIG5_SIZES='50 100 200 400'  training-set sizes of the data-efficiency runs
 
 EXP        := experiments
@@ -27,14 +31,15 @@ run_path = $(RUNS)/$(1)/results.json
 # One run. $(1): run name, $(2): experiment folder, $(3): data set, $(4): seed, $(5): more overrides.
 define FIT_RULE
 $(call run_path,$(1)): | $(STAMP)
-	$(BGA) fit --config $(EXP)/$(2)/config.yaml run.name=$(1) data.name=$(3) seed=$(4) $(FIT_COMMON) $(5)
+	$(BGA) fit --resume --config $(EXP)/$(2)/config.yaml run.name=$(1) data.name=$(3) seed=$(4) $(FIT_COMMON) $(5)
 endef
 
 # One evaluation of a trained run, no training. $(1): run name, $(2): experiment folder (its
-# config.yaml holds the test-time overrides), $(3): the trained run's name.
+# config.yaml holds the test-time overrides), $(3): the trained run's name. Redone when the trained
+# run's results.json is newer (the run was redone): --replace replaces the stale evaluation.
 define TEST_RULE
 $(call run_path,$(1)): $(call run_path,$(3)) | $(STAMP)
-	$(BGA) test --ckpt $(RUNS)/$(3)/checkpoints/best.ckpt --config $(EXP)/$(2)/config.yaml --out $(RUNS)/$(1) $(TEST_COMMON)
+	$(BGA) test --ckpt $(RUNS)/$(3)/checkpoints/best.ckpt --config $(EXP)/$(2)/config.yaml --out $(RUNS)/$(1) --replace $(TEST_COMMON)
 endef
 
 # $(call fit,NAME,EXPERIMENT,DATASET,SEED,OVERRIDES): define the run's rule, return its file.
@@ -60,6 +65,9 @@ TABLE6_RUNS   := $(if $(SMOKE),$(BGA_RUNS),$(foreach s,$(SEEDS),\
                    $(call fit,cross_domain-twitter2017-to-twitter2015-seed$(s),cross_domain,twitter2017,$(s),data.test_name=twitter2015)\
                    $(call fit,cross_domain-twitter2015-to-twitter2017-seed$(s),cross_domain,twitter2015,$(s),data.test_name=twitter2017)))
 PARAMS_JSON   := $(RUNS)/params-$(PROFILE)/params.json
+# Not in the paper: the counts of experiments/large (XLM-R-large + ViT-L/14). No profile: the smoke
+# profile would swap its backbones for the tiny patch-32 ones.
+LARGE_PARAMS_JSON := $(RUNS)/params-large/params.json
 ALL_RUNS      := $(sort $(ABLATION_RUNS) $(TABLE4_RUNS) $(TABLE7_RUNS) $(FIG5_RUNS) $(TABLE6_RUNS))
 
 $(PARAMS_JSON): | $(STAMP)
@@ -67,7 +75,12 @@ $(PARAMS_JSON): | $(STAMP)
 	$(BGA) params --config $(EXP)/params/config.yaml run.profile=$(PROFILE) --json > $@.tmp
 	@mv $@.tmp $@
 
-.PHONY: reproduce-table2 ablations data-efficiency table4 table5 table6 table7 all data detect wandb-sync report
+$(LARGE_PARAMS_JSON): | $(STAMP)
+	@mkdir -p $(@D)
+	$(BGA) params --config $(EXP)/large/config.yaml --json > $@.tmp
+	@mv $@.tmp $@
+
+.PHONY: reproduce-table2 ablations data-efficiency table4 table5 table6 table7 params-large all data detect wandb-sync report
 
 reproduce-table2: $(TABLE2_RUNS) ## Table 2: BGA-MNER and BERT-CRF on Twitter-2015/2017
 	$(REPORT) --table 2
@@ -83,6 +96,9 @@ table4: $(TABLE4_RUNS) ## Table 4: BGA-MNER re-tested with real instead of gener
 
 table5: $(PARAMS_JSON) ## Table 5: parameter counts at train and inference time (no training)
 	$(REPORT) --table 5
+
+params-large: $(LARGE_PARAMS_JSON) ## not in the paper: parameter counts of XLM-R-large + ViT-L/14 (experiments/large)
+	@cat $<
 
 table6: $(TABLE6_RUNS) ## Table 6: cross-domain, 2017 -> 2015 and 2015 -> 2017
 	$(REPORT) --table 6

@@ -10,15 +10,35 @@ from bga_mner.models import build_model
 NUM_LABELS = 9
 
 
+# the registered 3-layer pair (N = 2 BGA layers): every network test exercises the recursion
+# layer l -> layer l + 1 (sampler refinement, generated text into the next visual block)
+TEXT_L3, VIT_D3 = "tiny-bert-l3", "bga_test_vit_d3"
+
+
 def tiny_cfg(*overrides: str):
-    """The smoke profile's model config: tiny-bert (2 layers, N = 1) + bga_test_vit_d2."""
-    return load_config(overrides=["run.profile=smoke", *overrides])
+    """The smoke profile's config with tiny-bert-l3 (3 layers) + bga_test_vit_d3: N = 2 BGA layers.
+
+    Overrides come last (e.g. another text/visual pair; their depths must match)."""
+    return load_config(overrides=["run.profile=smoke", f"model.text_encoder={TEXT_L3}",
+                                  f"model.visual_encoder={VIT_D3}", *overrides])
 
 
 def deep_cfg(*overrides: str):
     """Random-init MiniLM (6 layers, width 384) + bga_test_vit_d6 (width 128): N = 5, projections."""
     return tiny_cfg("model.text_encoder=all-MiniLM-L6-v2", "model.visual_encoder=bga_test_vit_d6",
                     "model.text_pretrained=false", *overrides)
+
+
+def raw_generation_total(out) -> torch.Tensor:
+    """The unweighted sum of every raw generation term of a ``BGAOutput`` (0 when there is none):
+    a scalar that depends on each of them, for gradient and zero checks. The weighted objective of
+    Eq. 11 is ``MNERSystem.objective`` (tests/test_system.py)."""
+    total = out.emissions.new_zeros(())
+    for t in out.layer_losses:
+        for term in (t.recon_visual, t.recon_text, t.cycle_visual, t.cycle_text, t.keep_ratio_text,
+                     t.keep_ratio_visual):
+            total = total + (term if term is not None else 0.0)
+    return total
 
 
 def tiny_model(*overrides: str, seed: int = 0, **kwargs):

@@ -7,7 +7,7 @@ import io
 import json
 
 from bga_mner.cli import main
-from bga_mner.commands.bench import format_table
+from bga_mner.benchmark import format_table
 
 
 def test_bench_measures_both_models_and_the_loader(smoke_cache):

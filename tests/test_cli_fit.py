@@ -12,14 +12,14 @@ import torch
 from omegaconf import OmegaConf
 
 from bga_mner.cli import main
-from bga_mner.commands.fit import skip_unused_images, wandb_tags
+from bga_mner.build import decide_images, reads_images, wandb_tags
 from bga_mner.config import load_config
 from bga_mner.data.conll import read_conll
 from bga_mner.run import make_run_dir
 
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
                "best_epoch", "dev", "test", "seconds_per_epoch", "truncated_tweets",
-               "missing_images", "config", "git_commit", "versions"}
+               "missing_images", "image_counts", "config", "git_commit", "versions"}
 GROUPS = {"overall", "PER", "LOC", "ORG", "MISC"}
 
 
@@ -99,7 +99,7 @@ def test_test_command_reproduces_the_fit_test_scores(smoke_run, ckpt):
     assert table.splitlines()[1].split()[0] == "overall" and "MISC" in table
 
 
-def test_test_command_overrides_reach_the_data(smoke_run, tmp_path):
+def test_test_command_overrides_reach_the_data(smoke_run, tmp_path, capsys):
     """Image-free inference does not look at test images, so modality-missing changes nothing;
     the predictions file is the fit's."""
     run_dir, _ = smoke_run
@@ -109,9 +109,12 @@ def test_test_command_overrides_reach_the_data(smoke_run, tmp_path):
                                 "--json", "--predictions", str(preds), "data.modality_missing=true"))
     assert flat(scores) == pytest.approx(flat(results["test"]))
     assert preds.read_text() == (run_dir / "predictions" / "test.conll").read_text()
-    with pytest.raises(ValueError, match="no visual weights"):
-        run_cli("test", "--ckpt", str(run_dir / "checkpoints" / "inference.pt"),
-                "model.inference_visual=real")
+    capsys.readouterr()
+    assert main(["test", "--ckpt", str(run_dir / "checkpoints" / "inference.pt"),
+                 "model.inference_visual=real"]) == 2  # a user error: one line, no traceback
+    err = capsys.readouterr().err
+    assert "inference.pt: an image-free inference checkpoint has no visual weights" in err
+    assert "Traceback" not in err
 
 
 def test_finished_run_folder_is_never_overwritten(smoke_run):
@@ -130,10 +133,17 @@ def test_wandb_tags_name_dataset_seed_profile_and_switches():
     assert "no-scs" not in wandb_tags(bert) and "bert-crf" in wandb_tags(bert)
 
 
-def test_bert_crf_runs_read_no_images():
+def test_use_images_is_decided_by_model_and_stage():
     bert = load_config(overrides=["model.use_mcg=false", "data.use_images=true"])
-    skip_unused_images(bert)
-    assert bert.data.use_images is False
+    assert decide_images(bert, "fit").data.use_images is False  # BERT-CRF reads no images
+    assert bert.data.use_images is True  # a copy: the caller's config is unchanged
     bga = load_config(overrides=["data.use_images=true"])
-    skip_unused_images(bga)
-    assert bga.data.use_images is True
+    assert decide_images(bga, "fit").data.use_images is True
+    assert reads_images(bga, "test") is False  # evaluation is image-free ...
+    real = load_config(overrides=["model.inference_visual=real"])
+    assert reads_images(real, "test") is True  # ... unless Table 4's real visual features
+    text_only = load_config(overrides=["data.use_images=false"])
+    assert reads_images(text_only, "fit") is False and reads_images(text_only, "analysis") is True
+    assert reads_images(bert, "analysis") is False
+    with pytest.raises(ValueError, match="unknown stage"):
+        reads_images(bga, "predict")

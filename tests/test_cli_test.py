@@ -18,7 +18,7 @@ from bga_mner.report import load_results, render_table2, render_table4, render_t
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
                "best_epoch", "dev", "test", "seconds_per_epoch", "truncated_tweets",
-               "missing_images", "config", "git_commit", "versions", "evaluated_from"}
+               "missing_images", "image_counts", "config", "git_commit", "versions", "evaluated_from"}
 
 
 def run_cli(*argv: str) -> str:
@@ -99,3 +99,25 @@ def test_out_refuses_a_finished_run_and_a_loose_checkpoint_has_no_training_facts
     assert results["best_epoch"] is results["dev"] is results["seconds_per_epoch"] is None
     assert results["evaluated_from"] == str(loose.resolve())
     assert results["experiment"] is None  # the smoke fit had none, and the test names none
+
+
+def test_replace_redoes_an_evaluation_run_and_never_a_trained_one(evaluations, capsys):
+    """What the Table 4/7 make targets run when the trained run was redone (its results.json is
+    newer than the evaluation's)."""
+    runs, _, missing, _ = evaluations
+    trained = runs / "bga_mner-synthetic-seed42"
+    before = json.loads((missing / "results.json").read_text())
+    stale = (missing / "results.json").stat().st_mtime_ns
+    printed = run_cli("test", "--ckpt", str(trained / "checkpoints" / "best.ckpt"), "--config",
+                      str(ROOT / "experiments" / "modality_missing" / "config.yaml"),
+                      "--out", str(missing), "--replace")
+    assert f"results: {missing / 'results.json'}" in printed
+    after = json.loads((missing / "results.json").read_text())
+    assert (missing / "results.json").stat().st_mtime_ns > stale
+    assert after["test"] == before["test"] and after["experiment"] == "modality_missing"
+    assert sorted(p.name for p in missing.iterdir()) == ["config.yaml", "predictions", "results.json"]
+    capsys.readouterr()
+    assert main(["test", "--ckpt", str(trained / "checkpoints" / "best.ckpt"), "--out", str(trained),
+                 "--replace"]) == 2
+    assert "holds a trained run, not an evaluation" in capsys.readouterr().err
+    assert (trained / "checkpoints" / "best.ckpt").is_file()

@@ -82,10 +82,35 @@ def test_keeping_other_unmapped_is_an_error_naming_the_line() -> None:
         read_conll(FIXTURES / "train.txt", type_map={})
 
 
-def test_crlf_and_header_less_blocks() -> None:
-    tweets = parse_conll_lines(["Paris\tB-LOC\r\n", "is\tO\r\n", "\r\n", "IMGID:7\r\n", "Bob\tI-PER\r\n"])
+def test_crlf_and_bom_accepted(tmp_path: Path) -> None:
+    tweets = parse_conll_lines(["IMGID:6\r\n", "Paris\tB-LOC\r\n", "is\tO\r\n", "\r\n",
+                                "IMGID:7\r\n", "Bob\tI-PER\r\n"])
     assert [(t.image_id, t.words, t.tags) for t in tweets] == [
-        ("", ["Paris", "is"], ["B-LOC", "O"]), ("7", ["Bob"], ["I-PER"])]
+        ("6", ["Paris", "is"], ["B-LOC", "O"]), ("7", ["Bob"], ["I-PER"])]
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffIMGID:1\r\nCaf\u00e9\tB-LOC\r\n".encode("utf-8"))
+    assert [(t.image_id, t.words) for t in read_conll(path)] == [("1", ["Caf\u00e9"])]
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("Paris\tB-LOC\n\nIMGID:7\nBob\tO\n", 1, "word line before the first 'IMGID:' line"),
+    ("IMGID:7\nBob\tO\n\nParis\tB-LOC\n", 4, "word line after a blank line"),
+])
+def test_words_outside_an_imgid_block_are_rejected(tmp_path: Path, text: str, line: int,
+                                                   message: str) -> None:
+    path = tmp_path / "headerless.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CoNLLFormatError, match=f"headerless.txt:{line}: {message}"):
+        read_conll(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\xef\xbb\xbf\n"])
+def test_a_file_without_tweets_is_an_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_bytes(content)
+    with pytest.raises(CoNLLFormatError, match=rf"^{path}: no tweets \(empty file\)$") as err:
+        read_conll(path)
+    assert err.value.line_no is None
 
 
 @pytest.mark.parametrize("name, sizes", [("twitter2015", (4000, 1000, 3257)),

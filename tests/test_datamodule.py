@@ -75,6 +75,12 @@ def test_missing_and_unreadable_images_flagged_not_replaced(
     with caplog.at_level(logging.INFO):
         dm = _module(tokenizer, tmp_path)
     assert dm.missing_image_counts == {"train": 1, "valid": 1, "test": 0}  # fx4 absent, fx7 corrupt
+    # apart: fx4 has no file (train), fx7 does not decode (valid); fx3's boxes: one clipped, one
+    # outside its image (dropped)
+    assert {s: c.as_dict() for s, c in dm.image_counts.items()} == {
+        "train": {"tweets": 5, "missing": 1, "unreadable": 0, "boxes_clipped": 1, "boxes_dropped": 1},
+        "valid": {"tweets": 3, "missing": 0, "unreadable": 1, "boxes_clipped": 0, "boxes_dropped": 0},
+        "test": {"tweets": 4, "missing": 0, "unreadable": 0, "boxes_clipped": 0, "boxes_dropped": 0}}
     assert "train: 1 of 5 tweets without a readable image" in caplog.text and "fx7.jpg" in caplog.text
     for split, missing in (("train", "fx4"), ("valid", "fx7")):
         batch = next(iter(dm._loader(split, shuffle=False)))
@@ -90,6 +96,7 @@ def test_text_only(tokenizer, tmp_path: Path) -> None:
     dm = _module(tokenizer, tmp_path, "data.use_images=false")
     assert not {"image", "crops", "crop_mask", "has_image"} & set(_batch(dm, "valid"))
     assert dm.missing_image_counts == {"train": None, "valid": None, "test": None}
+    assert dm.image_counts == {"train": None, "valid": None, "test": None}
     assert not (tmp_path / "cache").exists()  # no image decoded or cached
 
 
@@ -176,6 +183,7 @@ def test_synthetic_generated_into_cache(tokenizer, tmp_path: Path) -> None:
 @pytest.mark.skipif(not (REAL_DATA / "twitter2017" / "train.txt").is_file(),
                     reason="real Twitter-2017 data not present")
 def test_real_data_without_images(tokenizer, tmp_path: Path) -> None:
+    (tmp_path / "none").mkdir()  # an empty image folder (a missing one that is set is an error)
     cfg = load_config(overrides=["data.name=twitter2017", f"paths.data_dir={REAL_DATA}",
                                  f"paths.cache_dir={tmp_path}", f"data.images_dir={tmp_path / 'none'}",
                                  f"data.global_size={G}", f"data.crop_size={C}"])

@@ -29,15 +29,12 @@ def evaluate(ckpt: str, out_dir: str, devices: int, overrides: list[str]) -> Non
     import torch
     from omegaconf import OmegaConf
 
-    from bga_mner.commands.fit import build_datamodule
+    from bga_mner.build import build_datamodule, decide_images
     from bga_mner.inference import build_system, read_checkpoint
-    from bga_mner.models.backbones import load_tokenizer
 
     torch.set_num_threads(1)
     system = build_system(read_checkpoint(ckpt), OmegaConf.from_dotlist(overrides))
-    cfg = system.cfg.copy()
-    cfg.data.use_images = False  # image-free evaluation
-    datamodule = build_datamodule(cfg, load_tokenizer(cfg.model.text_encoder))
+    datamodule = build_datamodule(decide_images(system.cfg, "test"))  # image-free evaluation
     trainer = L.Trainer(accelerator="cpu", devices=devices,
                         strategy="ddp" if devices > 1 else "auto", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,

@@ -41,6 +41,20 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     ('{"image_id": "a", "boxes": [[0, 0, 1]], "scores": [1], "labels": [1], "names": ["x"]}',
      "4 numbers"),
     ('{"image_id": "a", "boxes": [], "scores": [], "labels": []}', "names"),
+    ('{"image_id": "a", "boxes": [[0, NaN, 5, 5]], "scores": [1], "labels": [1], "names": ["x"]}',
+     r"box 1 \[0, nan, 5, 5\] has a NaN or infinite coordinate"),
+    ('{"image_id": "a", "boxes": [[0, 0, Infinity, 5]], "scores": [1], "labels": [1], "names": ["x"]}',
+     "NaN or infinite"),
+    ('{"image_id": "a", "boxes": [[1, 1, 2, 2], [9, 0, 5, 5]], "scores": [1, 1], "labels": [1, 1], '
+     '"names": ["x", "y"]}', r"box 2 \[9, 0, 5, 5\] is inverted \(need x1 < x2 and y1 < y2\)"),
+    ('{"image_id": "a", "boxes": [[5, 0, 5, 5]], "scores": [1], "labels": [1], "names": ["x"]}',
+     "has no area"),
+    ('{"image_id": "a", "boxes": [[0, 0, 5, true]], "scores": [1], "labels": [1], "names": ["x"]}',
+     "4 numbers"),
+    ('{"image_id": "a", "boxes": [[0, 0, 5, 5]], "scores": [NaN], "labels": [1], "names": ["x"]}',
+     "score 1 must be a finite number"),
+    ('{"image_id": "a", "boxes": [[0, 0, 5, 5]], "scores": [1], "labels": [1.5], "names": ["x"]}',
+     "label 1 must be an integer"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "objects.jsonl"

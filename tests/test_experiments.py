@@ -3,6 +3,7 @@ targets run each distinct setting exactly once."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bga_mner.config import CONF_DIR, load_config
-from bga_mner.report import _setting, paper_results
+from bga_mner.config import CONF_DIR, load_config, schema
+from bga_mner.report import paper_results, setting_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.parent for p in (ROOT / "experiments").glob("*/config.yaml") if p.parent.name != "demo")
@@ -46,9 +47,9 @@ def test_the_suite_is_complete() -> None:
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda p: p.name)
 def test_config_merges_and_smoke_keeps_switches(exp: Path) -> None:
     own = _flat(OmegaConf.to_container(OmegaConf.load(exp / "config.yaml")))
-    base = _flat(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "base.yaml")))
+    base = _flat(OmegaConf.to_container(schema()))
     smoke_keys = set(_flat(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "profiles" / "smoke.yaml"))))
-    assert set(own) <= set(base), f"{exp.name}: keys not in base.yaml: {set(own) - set(base)}"
+    assert set(own) <= set(base), f"{exp.name}: keys not in the config schema: {set(own) - set(base)}"
     full = load_config(exp / "config.yaml")
     smoke = load_config(exp / "config.yaml", profile="smoke")
     assert full.run.experiment == smoke.run.experiment == exp.name
@@ -59,7 +60,9 @@ def test_config_merges_and_smoke_keeps_switches(exp: Path) -> None:
     for key in SWITCHES:  # the profile never touches a switch
         assert OmegaConf.select(smoke, key) == OmegaConf.select(full, key), key
     assert smoke.data.name == "synthetic" and smoke.model.text_encoder == "tiny-bert"
-    assert (full.model.text_encoder, full.optim.lr) == ("bert-base-uncased", 3e-5)  # the paper's, untouched
+    for key, paper in (("model.text_encoder", "bert-base-uncased"), ("optim.lr", 3e-5)):
+        if key not in own:  # the paper's, untouched unless the experiment is about it (large: encoders)
+            assert OmegaConf.select(full, key) == paper, f"{exp.name}: {key}"
 
 
 def test_readmes_quote_the_papers_numbers() -> None:
@@ -94,10 +97,13 @@ def _config(args: list[str], trained: dict[str, dict]) -> dict:
     checkpoint stores it) with the experiment's test-time overrides."""
     command, args = args[0], args[1:]
     if command == "fit":
-        assert args[0] == "--config"
+        assert args[:2] == ["--resume", "--config"], args  # an interrupted make continues the run
+        args = args[1:]
         cfg = OmegaConf.to_container(load_config(ROOT / args[1], args[2:]), resolve=True)
         trained[cfg["run"]["name"]] = cfg
         return cfg
+    assert args[6] == "--replace", args  # a redone trained run redoes its evaluation
+    args = args[:6] + args[7:]
     opts = dict(zip(args[0:6:2], args[1:6:2]))
     assert list(opts) == ["--ckpt", "--config", "--out"], args
     ckpt, out = Path(opts["--ckpt"]), Path(opts["--out"])
@@ -117,7 +123,7 @@ def _settings(commands: list[list[str]]) -> list[tuple]:
         fake = {"dataset": cfg["data"]["name"], "test_dataset": cfg["data"]["test_name"] or cfg["data"]["name"],
                 "model": "bga-mner" if cfg["model"]["use_mcg"] else "bert-crf", "profile": cfg["run"]["profile"],
                 "config": cfg}
-        keys.append((_setting(fake), cfg["seed"], cfg["run"]["name"], cfg["paths"]["runs_dir"], args[0]))
+        keys.append((setting_of(fake), cfg["seed"], cfg["run"]["name"], cfg["paths"]["runs_dir"], args[0]))
     return keys
 
 
@@ -178,6 +184,45 @@ def test_each_target_ends_with_its_table(target: str, table: str, tmp_path: Path
     out = subprocess.run(["make", "-n", "--no-print-directory", target, f"RUNS={tmp_path}"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.strip().splitlines()
     assert out[-1].endswith(f"report {tmp_path} --table {table}")
+
+
+def _finished(results: Path, mtime: float) -> None:
+    """A finished run as make sees it: its results.json, with this modification time."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("{}\n")
+    os.utime(results, (mtime, mtime))
+
+
+@pytest.mark.parametrize("target,experiment", [("table4", "real_visual"), ("table7", "modality_missing")])
+def test_deleting_a_run_folder_redoes_the_run_and_what_derives_from_it(target: str, experiment: str,
+                                                                       tmp_path: Path) -> None:
+    """The redo flow of the README: delete a run's folder, make the target again. Fits always run
+    with --resume (an interrupted make continues); an evaluation older than its trained run is
+    redone with --replace (`bga-mner test --out` refuses a finished folder otherwise)."""
+    trained = tmp_path / "bga_mner-synthetic-seed42" / "results.json"
+    evaluation = tmp_path / f"{experiment}-synthetic-seed42" / "results.json"
+    now = 1_700_000_000.0
+
+    def commands() -> list[tuple[str, str]]:
+        """(command, run folder it writes) of `make -n TARGET PROFILE=smoke`."""
+        out = []
+        for args in _dry_run(target, tmp_path, "PROFILE=smoke"):
+            name = next(a.split("=", 1)[1] for a in args if a.startswith("run.name=")) if args[0] == "fit" \
+                else Path(args[args.index("--out") + 1]).name
+            assert ("--resume" if args[0] == "fit" else "--replace") in args, args
+            out.append((args[0], name))
+        return out
+
+    _finished(trained, now)
+    _finished(evaluation, now + 60)
+    assert commands() == []  # all done: only the table is printed
+    shutil.rmtree(evaluation.parent)  # redo the evaluation alone
+    assert commands() == [("test", evaluation.parent.name)]
+    _finished(evaluation, now + 60)
+    shutil.rmtree(trained.parent)  # redo the trained run: the evaluation follows
+    assert commands() == [("fit", trained.parent.name), ("test", evaluation.parent.name)]
+    _finished(trained, now + 120)  # the trained run redone, the evaluation not yet (make was stopped)
+    assert commands() == [("test", evaluation.parent.name)]
 
 
 def test_every_target_has_help() -> None:

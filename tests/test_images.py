@@ -45,13 +45,30 @@ def test_global_image_and_top_k_crops_by_score(tmp_path: Path) -> None:
         torch.testing.assert_close(crop, _expected(pil.crop(box), 16))
 
 
-def test_degenerate_box_skipped_and_box_clamped(tmp_path: Path) -> None:
-    # fx3: best box has zero width (skipped); the other exceeds the image (clamped to it)
-    sample = _store(tmp_path).load("fx3")
+def test_box_outside_dropped_and_box_clipped_and_counted(tmp_path: Path) -> None:
+    # fx3 (56x56): the best box lies right of the image (dropped); the other exceeds it on every
+    # side (clipped to the whole image)
+    store = _store(tmp_path)
+    sample = store.load("fx3")
     assert sample.crop_mask.tolist() == [True, False, False]
     pil = Image.open(IMAGES / "fx3.jpg").convert("RGB")
     torch.testing.assert_close(sample.crops[0], _expected(pil, 16))
     assert sample.crops[1:].abs().sum() == 0
+    counts = store.prepare(["fx3", "fx3", "fx1", "fx4"])  # counted per tweet, as the batches see them
+    assert counts.as_dict() == {"tweets": 4, "missing": 1, "unreadable": 0, "boxes_clipped": 2,
+                                "boxes_dropped": 2}
+    assert _store(tmp_path).prepare(["fx3"]).boxes_clipped == 1  # the same from the cache
+
+
+@pytest.mark.parametrize("box, status", [
+    ([0, 0, 56, 56], "inside"), ([10.5, 3, 20, 9.2], "inside"), ([-1, 0, 20, 20], "clipped"),
+    ([40, 40, 70, 50], "clipped"), ([60, 10, 90, 30], "dropped"), ([-9, -9, -1, -1], "dropped"),
+    ([10.2, 10, 10.4, 30], "dropped"),  # less than one whole pixel once rounded
+])
+def test_box_status(box: list[float], status: str) -> None:
+    from bga_mner.data.images import box_status
+
+    assert box_status(box, 56, 56) == status
 
 
 def test_image_without_detections_has_no_crops(tmp_path: Path) -> None:
@@ -79,7 +96,9 @@ def test_cache_hit_does_not_decode(tmp_path: Path) -> None:
     entries = list(tmp_path.rglob("*.pt"))
     assert len(entries) == 1 and not list(tmp_path.rglob(".tmp-*"))  # atomic write left no temp file
     fresh = _store(tmp_path)  # a new store (new process): only the disk cache is shared
-    with mock.patch("bga_mner.data.images.Image.open", side_effect=AssertionError("decoded")):
+    # prepare() still reads the image's header (its size: boxes outside the image are counted),
+    # but never decodes its pixels
+    with mock.patch("bga_mner.data.images._decode", side_effect=AssertionError("decoded")):
         fresh.prepare(["fx1"])
         again = fresh.load("fx1")
     torch.testing.assert_close(again.image, first.image)

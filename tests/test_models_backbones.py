@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bga_mner.models.backbones import (VisualEmbedding, describe_visual_encoder, load_text_encoder,
-                                       load_tokenizer, load_visual_encoder)
+from bga_mner.models.backbones import describe_visual_encoder, load_text_encoder, load_tokenizer, load_visual_encoder
+from bga_mner.models.visual_embedding import VisualEmbedding
 
 
 def test_bert_base_config_offline_is_exact():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models_batch import NUM_LABELS, deep_cfg, image_free, make_batch, select, tiny_cfg, tiny_model
+from models_batch import (NUM_LABELS, TEXT_L3, deep_cfg, image_free, make_batch, raw_generation_total, select,
+                          tiny_cfg, tiny_model)
 
 from bga_mner.models import build_model
 from bga_mner.models.backbones import load_text_encoder
-from bga_mner.models.bert_crf import build_bert_crf
 from bga_mner.models.bga_mner import VISUAL_ONLY
 from bga_mner.models.sampler import ContextSampler
 
@@ -24,18 +24,20 @@ def one_thread():
 
 def _loss(model, batch):
     out = model(batch)
-    return model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"]) + out.gen_loss, out
+    return model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"]) + raw_generation_total(out), out
 
 
 def test_training_shapes_and_every_parameter_gets_a_finite_gradient():
     model, batch = tiny_model().train(), make_batch()
     loss, out = _loss(model, batch)
     assert out.emissions.shape == (3, 6, NUM_LABELS)
-    assert len(out.text_masks) == len(out.visual_masks) == len(out.generated_visual) == 1  # N = 1
-    assert out.text_masks[0].shape == (3, 12) and out.visual_masks[0].shape == (3, 98)
-    assert out.generated_visual[0].shape == (3, 98, 64)
-    assert out.gen_loss > 0 and torch.isclose(
-        out.gen_loss, out.recon_loss + out.cycle_loss + model.ratio_weight * out.ratio_loss)
+    assert len(out.text_masks) == len(out.visual_masks) == len(out.generated_visual) == 2  # N = 2
+    assert all(m.shape == (3, 12) for m in out.text_masks) and all(m.shape == (3, 98) for m in out.visual_masks)
+    assert all(v.shape == (3, 98, 64) for v in out.generated_visual)
+    assert len(out.layer_losses) == 2  # every term present in each BGA layer
+    assert all(t is not None and t > 0 for terms in out.layer_losses
+               for t in (terms.recon_visual, terms.recon_text, terms.cycle_visual, terms.cycle_text,
+                         terms.keep_ratio_text, terms.keep_ratio_visual))
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and
                (p.grad is None or not torch.isfinite(p.grad).all())]
@@ -65,16 +67,15 @@ def test_no_nan_when_the_samplers_would_remove_everything(monkeypatch):
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_keep_ratio_loss_is_part_of_the_generation_loss_only_with_scs():
+def test_keep_ratio_terms_exist_only_with_scs():
     torch.manual_seed(0)
     batch = make_batch()
-    out = tiny_model("model.ratio_weight=10.0").train()(batch)
-    assert out.ratio_loss > 0  # random samplers keep about half, not 0.7
-    torch.testing.assert_close(out.gen_loss, out.recon_loss + out.cycle_loss + 10.0 * out.ratio_loss)
+    layers = tiny_model().train()(batch).layer_losses
+    # random samplers keep about half, not 0.7
+    assert all(t.keep_ratio_text > 0 and t.keep_ratio_visual > 0 for t in layers) and len(layers) == 2
     torch.manual_seed(0)
-    no_scs = tiny_model("model.use_scs=false").train()(batch)
-    assert no_scs.ratio_loss == 0
-    torch.testing.assert_close(no_scs.gen_loss, no_scs.recon_loss + no_scs.cycle_loss)
+    no_scs = tiny_model("model.use_scs=false").train()(batch).layer_losses
+    assert all(t.keep_ratio_text is None and t.keep_ratio_visual is None for t in no_scs) and len(no_scs) == 2
     with pytest.raises(ValueError, match="keep_ratio"):
         tiny_model("model.keep_ratio=0.0")
 
@@ -86,14 +87,15 @@ def test_imageless_sample_has_no_generation_loss_and_no_gradient():
         batch[key].requires_grad_(True)
     both = model(batch, visual=True)
     alone = model(select(batch, [0]), visual=True)
-    torch.testing.assert_close(both.gen_loss, alone.gen_loss)  # the sample without image adds nothing
-    both.gen_loss.backward()
+    # the sample without image adds nothing to any term
+    torch.testing.assert_close(raw_generation_total(both), raw_generation_total(alone))
+    raw_generation_total(both).backward()
     assert (batch["image"].grad[1] == 0).all() and (batch["crops"].grad[1] == 0).all()
     assert batch["image"].grad[0].abs().sum() > 0
     model.zero_grad()
     only = model(select(batch, [1]), visual=True)
-    assert only.gen_loss.item() == 0.0
-    only.gen_loss.backward()
+    assert raw_generation_total(only).item() == 0.0
+    raw_generation_total(only).backward()
     assert all(p.grad is None or (p.grad == 0).all() for p in model.parameters())
 
 
@@ -131,13 +133,13 @@ def test_real_visual_inference_uses_the_images():
 
 def test_use_mcg_false_is_exactly_bert_crf():
     bga = tiny_model()
-    baseline = build_bert_crf(tiny_cfg().model, NUM_LABELS).eval()
+    baseline = build_model(tiny_cfg("model.use_mcg=false").model, NUM_LABELS).eval()
     text_keys = set(baseline.state_dict())
     assert text_keys < set(bga.state_dict())  # the baseline's names are BGA-MNER's text-side names
     baseline.load_state_dict({k: v for k, v in bga.state_dict().items() if k in text_keys})
     assert set(baseline.parameter_counts()) == {"text encoder", "CRF head"}
     batch = make_batch()
-    bert = load_text_encoder("tiny-bert").eval()
+    bert = load_text_encoder(TEXT_L3).eval()
     bert.load_state_dict({k.replace("text_embeddings.", "embeddings.").replace("text_layers.", "encoder.layer.")
                           .replace(".layer.attention", ".attention").replace(".layer.intermediate", ".intermediate")
                           .replace(".layer.output", ".output"): v
@@ -148,19 +150,21 @@ def test_use_mcg_false_is_exactly_bert_crf():
         expected = baseline.crf_head(states.gather(1, idx))
         out = baseline(batch)
     torch.testing.assert_close(out.emissions, expected)
-    assert out.gen_loss.item() == 0.0 and out.text_masks == [] and out.generated_visual == []
+    assert out.layer_losses == [] and out.text_masks == [] and out.generated_visual == []
 
 
 def test_ablation_switches():
     batch = make_batch()
     no_scs = tiny_model("model.use_scs=false").train()
     out = no_scs(batch)
-    assert no_scs.text_samplers is None and torch.equal(out.text_masks[0], batch["attention_mask"].bool())
-    assert out.visual_masks[0][:, :50].all() and torch.equal(out.visual_masks[0][:, 50:],
-                                                             batch["crop_mask"].repeat_interleave(16, 1))
+    assert no_scs.text_samplers is None and len(out.text_masks) == len(out.visual_masks) == 2
+    for m_t, m_v in zip(out.text_masks, out.visual_masks):  # every BGA layer: all real units
+        assert torch.equal(m_t, batch["attention_mask"].bool())
+        assert m_v[:, :50].all() and torch.equal(m_v[:, 50:], batch["crop_mask"].repeat_interleave(16, 1))
     no_cycle = tiny_model("model.use_cycle=false").train()
     out = no_cycle(batch)
-    assert out.cycle_loss.item() == 0.0 and out.recon_loss > 0
+    assert len(out.layer_losses) == 2
+    assert all(t.cycle_visual is None and t.cycle_text is None and t.recon_visual > 0 for t in out.layer_losses)
 
 
 def test_different_depths_raise_a_clear_error():
@@ -202,6 +206,7 @@ def test_real_features_are_stop_gradient_targets(detach):
     hook = model.visual_layers[0].register_forward_hook(lambda m, i, o: captured.update(V=o))
     out = model(make_batch())
     hook.remove()
-    (grad,) = torch.autograd.grad(out.gen_loss, captured["V"])
-    assert out.gen_loss > 0
+    total = raw_generation_total(out)
+    (grad,) = torch.autograd.grad(total, captured["V"])
+    assert total > 0
     assert (grad.abs().sum() == 0) == detach

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bga_mner.models.backbones import load_text_encoder, load_visual_encoder
-from bga_mner.models.hybrid_layer import HybridBertLayer, HybridViTBlock, additive_mask
+from bga_mner.models.hybrid_layer import HybridTextLayer, HybridViTBlock, additive_mask
 
 
 def _bert_layer():
@@ -15,7 +15,7 @@ def _bert_layer():
 
 def test_bert_hybrid_reuses_the_layer_and_masks_exactly():
     layer = _bert_layer()
-    hybrid = HybridBertLayer(layer).eval()
+    hybrid = HybridTextLayer(layer).eval()
     assert all(p is q for p, q in zip(hybrid.parameters(), layer.parameters()))  # wrapped, not copied
     hidden, extra = torch.randn(2, 5, 48), torch.randn(2, 7, 48)
     keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)

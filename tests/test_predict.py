@@ -92,3 +92,14 @@ def test_bad_input_names_file_and_line(smoke_run, tmp_path, capsys):
     assert main(["predict", "--ckpt", str(smoke_run[0] / "checkpoints" / "inference.pt"),
                  "--input", str(bad)]) == 2
     assert f"{bad}:3: unknown label" in capsys.readouterr().err
+
+
+def test_a_tweet_longer_than_the_window_is_tagged_in_windows_and_reported(smoke_run, tmp_path, capsys):
+    out = tmp_path / "pred.conll"
+    assert main(["predict", "--ckpt", str(smoke_run[0] / "checkpoints" / "inference.pt"), "--input",
+                 str(FIXTURE_TEST), "--format", "conll", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    # fx12 takes more than 128 word pieces: without windows its last words were tagged O unseen
+    assert "bga-mner predict: 1 of 4 tweets longer than the model's window (128 word pieces) " \
+           "tagged in " in err
+    assert [len(t) for t in read_conll(out)] == [len(t) for t in read_conll(FIXTURE_TEST)]

@@ -78,7 +78,7 @@ def test_stats_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "valid.txt").write_text("IMGID:1\nParis\tB-LOC\nBob\n", encoding="utf-8")
     assert cli(["stats", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"bga-mner stats: {tmp_path / 'valid.txt'}:3: expected 'word<TAB>tag', got 'Bob'")
+        f"bga-mner stats: error: {tmp_path / 'valid.txt'}:3: expected 'word<TAB>tag', got 'Bob'")
 
 
 # --- score -----------------------------------------------------------------------------------
@@ -122,7 +122,8 @@ def test_score_mismatch_names_first_difference(tmp_path: Path, capsys: pytest.Ca
     assert cli(["score", str(GOLD), str(pred)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip().startswith(f"bga-mner score: {pred}:{where}: {what.format(gold=GOLD)}")
+    assert captured.err.strip().startswith(
+        f"bga-mner score: error: {pred}:{where}: {what.format(gold=GOLD)}")
 
 
 def test_score_tweet_count_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -131,7 +132,8 @@ def test_score_tweet_count_mismatch(tmp_path: Path, capsys: pytest.CaptureFixtur
     pred.write_text(text[: text.index("IMGID:fx11")], encoding="utf-8")
     assert cli(["score", str(GOLD), str(pred)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"bga-mner score: {GOLD}:17: first unmatched tweet (IMGID:fx11); {GOLD} has 4 tweets, {pred} has 2")
+        f"bga-mner score: error: {GOLD}:17: first unmatched tweet (IMGID:fx11); {GOLD} has 4 tweets, "
+        f"{pred} has 2")
 
 
 def test_console_errors_have_no_traceback(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from bga_mner.config import load_config
 from bga_mner.data.conll import LABEL2ID
 from bga_mner.data.encode import collate_text, encode_batch
 from bga_mner.models.backbones import load_tokenizer
-from bga_mner.models.bga_mner import component_of
+from bga_mner.models.bga_mner import BGAOutput, LayerLosses, component_of
 from bga_mner.system import MNERSystem, parameter_groups
 
 # training_step logs; without a Trainer, Lightning warns that the logs go nowhere
@@ -45,7 +45,31 @@ def make_batch(cfg, tokenizer, max_length: int = 128) -> dict:
     return batch
 
 
-def test_training_step_is_nll_plus_alpha_gen_loss(cfg, tokenizer):
+def test_objective_is_eq11_plus_the_weighted_keep_ratio_term(cfg, tokenizer):
+    """Eq. 11 on fixed raw terms of N = 2 layers: alpha = 0.5, the 1/N average, ratio_weight = 10."""
+    system = MNERSystem(cfg)
+    batch = make_batch(cfg, tokenizer)
+    emissions = torch.randn(2, 5, len(LABEL2ID), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor
+    layers = [LayerLosses(t(1.0), t(2.0), t(3.0), t(4.0), t(0.5), t(0.25)),
+              LayerLosses(t(5.0), t(6.0), t(7.0), t(8.0), t(1.0), t(2.0))]
+    loss, parts = system.objective(batch, BGAOutput(emissions, layer_losses=layers))
+    nll = system.model.crf_head.nll(emissions, batch["labels"], batch["word_mask"])
+    recon, cycle, keep = (1 + 2 + 5 + 6) / 2, (3 + 4 + 7 + 8) / 2, (0.5 + 0.25 + 1 + 2) / 2
+    assert (parts["recon"].item(), parts["cycle"].item(), parts["keep_ratio"].item()) == (recon, cycle, keep)
+    assert parts["mner"].item() == pytest.approx(nll.item())
+    assert loss.item() == pytest.approx(nll.item() + 0.5 * (recon + cycle + 10.0 * keep))
+    # without the cycle and the samplers their terms are absent, and so is their share
+    bare = [LayerLosses(t(1.0), t(2.0)), LayerLosses(t(5.0), t(6.0))]
+    loss, parts = system.objective(batch, BGAOutput(emissions, layer_losses=bare))
+    assert parts["cycle"].item() == 0.0 and parts["keep_ratio"].item() == 0.0
+    assert loss.item() == pytest.approx(nll.item() + 0.5 * recon)
+    # image-free output (no terms): the loss is the NLL alone
+    loss, parts = system.objective(batch, BGAOutput(emissions))
+    assert loss.item() == pytest.approx(nll.item()) and parts["auxiliary"].item() == 0.0
+
+
+def test_training_step_is_the_objective_of_the_network_output(cfg, tokenizer):
     torch.manual_seed(0)
     system = MNERSystem(cfg).train()
     batch = make_batch(cfg, tokenizer)
@@ -53,10 +77,10 @@ def test_training_step_is_nll_plus_alpha_gen_loss(cfg, tokenizer):
     loss = system.training_step(batch, 0)
     torch.manual_seed(1)
     out = system.model(batch)
-    nll = system.model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"])
-    assert torch.isfinite(loss)
-    assert out.gen_loss.item() > 0  # the first tweet has an image
-    assert loss.item() == pytest.approx((nll + 0.5 * out.gen_loss).item(), rel=1e-5)
+    expected, parts = system.objective(batch, out)
+    assert torch.isfinite(loss) and len(out.layer_losses) == system.model.num_bga_layers
+    assert parts["recon"].item() > 0  # the first tweet has an image
+    assert loss.item() == expected.item()
 
 
 def test_bert_crf_loss_is_the_nll(cfg, tokenizer):

@@ -2,13 +2,22 @@
 
 Each command lives in ``bga_mner.commands.<name>`` and is imported only when run, so that
 ``bga-mner stats`` does not pay for importing torch and Lightning.
+
+Errors: every user error raised anywhere below a command (:class:`bga_mner.errors.UserError` and
+its subclasses, the operating system's file errors, bytes that are not UTF-8, OmegaConf's errors)
+ends the command with ONE line on stderr, ``bga-mner <command>: error: <message>`` (the message
+names the file, and the line where there is one), and exit status 2, without a traceback;
+``BGA_MNER_DEBUG=1`` prints the traceback before that line. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from typing import Sequence
 
 COMMANDS: dict[str, str] = {
@@ -28,13 +37,25 @@ COMMANDS: dict[str, str] = {
 def _user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
-    from bga_mner.data.conll import CoNLLFormatError
+    from bga_mner.errors import UserError
 
-    return (FileNotFoundError, FileExistsError, IsADirectoryError, CoNLLFormatError,
-            OmegaConfBaseException)
+    return (UserError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError, UnicodeDecodeError, OmegaConfBaseException)
 
 
 USER_ERRORS = _user_errors()
+DEBUG_ENV = "BGA_MNER_DEBUG"
+
+
+def error_message(err: BaseException) -> str:
+    """One line for a user error: its message, or for an OS error ``<file>: <reason>``."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    elif isinstance(err, UnicodeDecodeError):
+        text = f"input is not UTF-8 ({err})"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.main(args) or 0)
     except USER_ERRORS as err:  # bad input: one clear line naming the file (and line), no traceback
-        print(f"bga-mner {argv[0]}: error: {err}", file=sys.stderr)
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"bga-mner {argv[0]}: error: {error_message(err)}", file=sys.stderr)
         return 2
 
 

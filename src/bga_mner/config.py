@@ -1,46 +1,277 @@
-"""Configuration: one merge of the base config, an experiment file, a profile and a dotlist.
+"""Configuration: typed sections with their defaults, and one merge of experiment, profile and dotlist.
 
-Order (later wins): ``conf/base.yaml`` -> experiment ``config.yaml`` -> ``conf/profiles/<profile>.yaml``
--> ``key=value`` overrides. The profile comes after the experiment so that ``PROFILE=smoke`` swaps
-data set and backbones for tiny ones while keeping the experiment's switches (ablations etc.).
+The dataclasses below are the ONLY place where a default is written; their defaults are the
+paper's hyper-parameters (Sec. 4.2). Merge order (later wins)::
+
+    Config() defaults -> experiment config.yaml -> conf/profiles/<profile>.yaml -> key=value overrides
+
+The profile comes after the experiment so that ``PROFILE=smoke`` swaps data set and backbones for
+tiny ones while keeping the experiment's switches (ablations etc.). Every merge is typed and in
+struct mode: an unknown key or a value of the wrong type is a :class:`ConfigError` that names the
+source, the key and (for a typo) the closest valid key.
+
+The network takes :class:`ModelConfig` and the data module :class:`DataConfig`
+(``section(cfg, "model")`` turns a merged section into its dataclass, interpolations resolved).
 """
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import II, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from bga_mner.errors import UserError
 
 CONF_DIR = Path(__file__).parent / "conf"
 PROFILES = ("full", "smoke")
 
 
+class ConfigError(UserError, ValueError):
+    """A config key or value that the schema does not allow (message: source, key, suggestion)."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """``data.synthetic``: parameters of the generated set (data/synthetic.py; all of them enter its
+    cache key, ``synthetic.digest``)."""
+
+    train: int = 600
+    valid: int = 150
+    test: int = 150
+    seed: int = 13
+    image_size: int = 224        # square images
+    no_image_rate: float = 0.1   # tweets without an image file
+    neutral_rate: float = 0.3    # tweets from a type-neutral template
+    ambiguous_rate: float = 0.7  # of those, the share filled with an ambiguous name
+    cue_rate: float = 0.3        # tweets with a "( pic : <object> )" cue
+    names_per_type: int | None = None  # draw from only the first n names of each type and n
+                                       # ambiguous names (None: all): names recur, appearance is
+                                       # learnable from few tweets (the retrieval test)
+
+    def __post_init__(self) -> None:
+        if self.names_per_type is not None and self.names_per_type < 1:
+            raise ValueError(f"names_per_type={self.names_per_type}: need at least one name per type")
+
+
+@dataclass
+class DataConfig:
+    """``data:``: which tweets, images and objects, and how they are batched."""
+
+    name: str = "synthetic"            # synthetic | twitter2015 | twitter2017
+    root: Optional[str] = None         # folder with {train,valid,test}.txt (None: <paths.data_dir>/<name>)
+    images_dir: Optional[str] = None   # folder of <IMGID>.jpg (None: <root>/images)
+    objects_file: Optional[str] = None  # detector output, JSONL (None: <root>/objects.jsonl)
+    type_map: Dict[str, str] = field(default_factory=lambda: {"OTHER": "MISC"})  # 2015 writes OTHER
+    max_length: int = 128              # WordPiece tokens including [CLS] and [SEP]
+    num_objects: int = 3               # top-K detected objects per image (K)
+    global_size: int = 224             # global image side
+    crop_size: int = 128               # object crop side (a multiple of the ViT patch)
+    use_images: bool = True            # false: text only (decided once by build.decide_images)
+    train_limit: Optional[int] = None  # data-limited training: n tweets, seeded (Fig. 5)
+    modality_missing: bool = False     # every test image replaced by one uniform empty image (Table 7)
+    test_name: Optional[str] = None    # cross-domain (Table 6): test on another data set
+    test_root: Optional[str] = None
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    num_workers: int = 0
+    cache_dir: Optional[str] = None    # on-disk image tensor cache (None: <paths.cache_dir>/images)
+    # the generated set of name=synthetic
+    synthetic: SynthConfig = field(default_factory=SynthConfig)
+
+
+@dataclass
+class ModelConfig:
+    """``model:``: backbones, switches and the sizes of the new modules (Sec. 3)."""
+
+    text_encoder: str = "bert-base-uncased"  # hub id, local path or registered name (backbones.py)
+    visual_encoder: str = "vit_base_patch32_clip_224.openai"  # timm name
+    visual_pretrained: bool = True     # load the timm weights (false: random init)
+    visual_checkpoint: Optional[str] = None  # local file of timm weights (offline machines)
+    text_pretrained: bool = True       # false: random init from the encoder's config
+    use_mcg: bool = True               # false: exactly the BERT-CRF baseline
+    use_scs: bool = True               # false: all-ones masks
+    use_cycle: bool = True             # the cycle-consistency loss (Eqs. 6-7)
+    inference_visual: str = "generated"  # generated | real (Table 4)
+    generator_layers: int = 1          # transformer decoder layers per generator
+    generator_ffn_dim: int = 2048      # FFN width of a generator layer (nn.TransformerDecoderLayer's)
+    sampler_hidden_ratio: float = 0.5  # hidden width of the sampler MLPs / d (DynamicViT: d/2)
+    gumbel_tau: float = 1.0
+    alpha: float = 0.001               # weight of the generation losses (Eq. 11)
+    detach_targets: bool = True        # real features are stop-gradient targets of Eqs. 5/7
+    keep_ratio: float = 0.7            # share of units each sampler is asked to keep (DynamicViT's rho)
+    ratio_weight: float = 10.0         # weight of the samplers' keep-ratio loss (Eq. 11, system.py)
+    dropout: float = 0.1
+    max_length: int = II("data.max_length")    # Nt: textual queries of the image->text generator
+    num_objects: int = II("data.num_objects")  # K crops -> Nv = 50 + 16 K visual tokens (B/32)
+    crop_size: int = II("data.crop_size")
+
+
+@dataclass
+class OptimConfig:
+    """``optim:``: AdamW with linear warm-up; a rate left None is ``lr``, 0 holds a group fixed."""
+
+    lr: float = 3.0e-5
+    visual_lr: Optional[float] = None  # visual encoder (0: fixed, e.g. a random-init stand-in ViT)
+    head_lr: Optional[float] = None    # emission layer
+    crf_lr: Optional[float] = None     # CRF transitions
+    new_lr: Optional[float] = None     # samplers, generators, projections
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.01
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer:``: keyword arguments of ``lightning.Trainer`` (Lightning's meaning and defaults)."""
+
+    max_epochs: int = 30
+    accelerator: str = "auto"
+    devices: Any = 1                   # int, list of ids or "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    gradient_clip_val: Optional[float] = 1.0
+    limit_train_batches: Any = None    # int: batches, float: share (Lightning's rule)
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    deterministic: Any = True          # bool or "warn"
+
+
+@dataclass
+class LoggingConfig:
+    """``logging:``: CSV always; Weights & Biases unless ``wandb`` is false."""
+
+    wandb: bool = True
+    wandb_project: str = "bga-mner"
+    wandb_mode: str = "offline"        # env WANDB_MODE wins (online uploads)
+    group: Optional[str] = None        # default: the experiment (else the data set)
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    """``paths:``: where data sets, runs and caches live."""
+
+    data_dir: str = "../shared/data"
+    runs_dir: str = "runs"
+    cache_dir: str = ".cache"
+
+
+@dataclass
+class RunConfig:
+    """``run:``: the run's identity."""
+
+    name: Optional[str] = None         # None: <experiment or data.name>-<model>-seed<seed>-<timestamp>
+    experiment: Optional[str] = None
+    profile: str = "full"              # full | smoke
+    git_commit: Optional[str] = None   # set by fit: the commit the run starts from ("-dirty")
+
+
+@dataclass
+class Config:
+    """The whole config of a run."""
+
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> str:
+    """One line: the source, the key and what is wrong (with the closest valid key for a typo)."""
+    key = str(getattr(err, "full_key", None) or getattr(err, "key", None) or "?")
+    if isinstance(err, ConfigKeyError):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(schema, parent) if parent else schema
+        valid = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else \
+            f"; valid keys{' of ' + parent if parent else ''}: {', '.join(valid)}"
+        return f"{source}: unknown config key '{key}'{hint}"
+    what = str(getattr(err, "msg", err)).splitlines()[0]
+    return f"{source}: {key}: {what}"
+
+
+def merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
+    """``cfg`` with ``other`` merged over it, typed and strict.
+
+    Args:
+        cfg: a typed config (from :func:`schema` or an earlier merge).
+        other: a DictConfig, dict or dataclass of overrides.
+        source: what ``other`` is (a file name, "overrides"), named in errors.
+    """
+    try:
+        return OmegaConf.merge(cfg, other)
+    except (ConfigKeyError, ValidationError) as err:
+        raise ConfigError(_explain(err, cfg, source)) from None
+
+
+def schema() -> DictConfig:
+    """The typed defaults (:class:`Config`), in struct mode."""
+    cfg = OmegaConf.structured(Config)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def from_container(data: Mapping[str, Any] | DictConfig, source: str = "config") -> DictConfig:
+    """A typed config from a plain (saved) config: a run's config.yaml or a checkpoint's."""
+    return merge(schema(), data, source)
+
+
+def section(cfg: DictConfig, name: str) -> Any:
+    """The ``name`` section of a merged config as its dataclass (interpolations resolved)."""
+    return OmegaConf.to_object(cfg[name])
+
+
+def _load_yaml(path: Path, what: str) -> DictConfig:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError carries the line and column
+        raise ConfigError(f"{path}: not a valid YAML config ({err})".replace("\n", " ")) from None
+
+
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = (),
                 profile: str | None = None) -> DictConfig:
-    """Merge base, experiment, profile and dotlist overrides into one config.
+    """Merge the defaults, an experiment, a profile and dotlist overrides into one typed config.
 
     Args:
         config_file: an experiment ``config.yaml`` of overrides (or a full merged config saved by a run).
         overrides: ``key=value`` strings (OmegaConf dotlist), applied last.
         profile: ``full`` or ``smoke``; default: ``run.profile`` after the other merges.
     """
-    cfg = OmegaConf.load(CONF_DIR / "base.yaml")
+    cfg = schema()
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        cfg = merge(cfg, _load_yaml(path, "config file"), str(path))
         if cfg.run.experiment is None and path.name == "config.yaml":
             cfg.run.experiment = path.parent.name
-    dotlist = OmegaConf.from_dotlist(list(overrides))
+    try:
+        dotlist = OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides {list(overrides)}: {err}".replace("\n", " ")) from None
     if profile is None:
-        profile = OmegaConf.merge(cfg, dotlist).run.profile
+        profile = merge(cfg, dotlist, "overrides").run.profile
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     if profile != "full":
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(CONF_DIR / "profiles" / f"{profile}.yaml"))
-    cfg = OmegaConf.merge(cfg, dotlist)
+        path = CONF_DIR / "profiles" / f"{profile}.yaml"
+        cfg = merge(cfg, _load_yaml(path, "profile"), str(path))
+    cfg = merge(cfg, dotlist, "overrides")
     cfg.run.profile = profile
     return cfg
 

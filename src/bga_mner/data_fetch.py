@@ -130,7 +130,7 @@ def image_instructions(data_dir: str | Path, names: Sequence[str], images_url: s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bga_mner.data_fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None,
-                        help="target folder (default: paths.data_dir of the base config)")
+                        help="target folder (default: paths.data_dir of the config defaults)")
     parser.add_argument("--datasets", nargs="*", default=None, help="names (default: all)")
     args = parser.parse_args(argv)
     if args.data_dir is None:

@@ -2,9 +2,9 @@
 
 Generates the synthetic multimodal NER set (through the data module), trains and tests BGA-MNER
 and BERT-CRF on it with ``experiments/demo/config.yaml`` (the bundled pretrained MiniLM text
-encoder + a tiny random-init ViT of the same depth), and prints a Table-2-shaped markdown table
-with where the results JSONs and W&B runs are. A run whose ``results.json`` exists is reused
-unless ``--rerun``.
+encoder + a tiny random-init ViT of the same depth), and prints where the results JSONs and W&B
+runs are, then, last, a Table-2-shaped markdown table. A run whose ``results.json`` exists is reused
+unless ``--rerun``; an interrupted one is resumed (``run_fit(resume=True)``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_demo(runs: Path, config: Path = DEMO_CONFIG, overrides: Sequence[str] = 
         overrides: extra ``key=value`` overrides for both runs.
         rerun: delete and redo runs that already finished.
     """
-    from bga_mner.commands.fit import run_fit
+    from bga_mner.training import run_fit
 
     done = []
     for name, use_mcg in MODELS:
@@ -49,9 +49,7 @@ def run_demo(runs: Path, config: Path = DEMO_CONFIG, overrides: Sequence[str] = 
             done.append({"model": name, "results_path": run_dir / "results.json",
                          "wandb_dir": wandb[-1] if wandb else None, "seconds": 0.0, "reused": True})
             continue
-        if run_dir.exists():  # an unfinished earlier attempt
-            shutil.rmtree(run_dir)
-        out = run_fit(cfg)
+        out = run_fit(cfg, resume=True)  # an interrupted earlier attempt continues where it stopped
         done.append({"model": name, "results_path": out["results_path"],
                      "wandb_dir": out["wandb_dir"], "seconds": time.perf_counter() - start,
                      "reused": False})
@@ -78,13 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     done = run_demo(args.runs, args.config, args.overrides, args.rerun)
     total = time.perf_counter() - start
-    print("\n" + render(args.runs, done))
+    print()
     for d in done:
         how = "reused" if d["reused"] else f"{d['seconds']:.0f} s"
         f1 = json.loads(Path(d["results_path"]).read_text())["test"]["overall"]["f1"]
         print(f"{d['model']:9s} test F1 {f1:6.2f}  ({how})  results: {d['results_path']}")
         print(f"{'':9s} W&B run: {d['wandb_dir'] or 'off'}")
-    print(f"demo total: {total:.0f} s")
+    print(f"demo total: {total:.0f} s\n")
+    print(render(args.runs, done), end="", flush=True)  # the result, last
     return 0
 
 

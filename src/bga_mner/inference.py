@@ -2,22 +2,37 @@
 ``inference.pt``, rebuild the network from the config stored inside, and tag raw tweets.
 
 ``inference.pt`` holds ``{"format", "config", "labels", "state_dict"}`` where ``state_dict`` is the
-network's ``inference_state_dict()``: the text branch only, no visual weights.
+network's ``inference_state_dict()``: the text branch only, no visual weights. A file that is not
+a checkpoint, or is truncated, is a :class:`CheckpointError` naming it.
+
+Raw input (``bga-mner predict``): :func:`read_tweets` reads raw text (one tweet per ``\\n``-ended
+line) or CoNLL; :func:`tag_tweets` tags a tweet longer than the model's window
+(``data.max_length`` word pieces) in overlapping windows, so that every word gets a prediction.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, TextIO
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig, OmegaConf
 
-from bga_mner.data.conll import LABELS, Tweet, parse_conll_lines
+from bga_mner.build import reads_images
+from bga_mner.config import from_container, merge
+from bga_mner.data.conll import BOM, LABELS, CoNLLFormatError, Tweet, parse_conll_lines, utf8_lines
+from bga_mner.errors import UserError
 from bga_mner.system import MNERSystem, load_system_weights, strip_prefix
 
 INFERENCE_FORMAT = "bga-mner-inference/1"
+
+
+class CheckpointError(UserError, ValueError):
+    """A file given as a checkpoint that is not one (or is truncated, or does not fit its config);
+    the message starts with the file."""
 
 
 @dataclass
@@ -38,14 +53,15 @@ class Checkpoint:
 
 
 def save_inference_checkpoint(system: MNERSystem, path: str | Path) -> Path:
-    """Write the image-free ``inference.pt`` of a trained system (text branch + config)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": INFERENCE_FORMAT,
-                "config": OmegaConf.to_container(system.cfg, resolve=True),
-                "labels": list(LABELS),
-                "state_dict": system.model.inference_state_dict()}, path)
-    return path
+    """Write the image-free ``inference.pt`` of a trained system (text branch + config), atomically
+    (``atomic.atomic_write``: a full disk or a kill never leaves a truncated file)."""
+    from bga_mner.atomic import atomic_write
+
+    blob = {"format": INFERENCE_FORMAT,
+            "config": OmegaConf.to_container(system.cfg, resolve=True),
+            "labels": list(LABELS),
+            "state_dict": system.model.inference_state_dict()}
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -53,26 +69,51 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
     Args:
         path: the file; its format is recognised from its content.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is not a checkpoint of this suite, is truncated or damaged, or
+            holds another label set (one line naming the file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     # Lightning checkpoints hold only tensors and plain containers; weights_only=True refuses
     # arbitrary pickled objects.
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (PermissionError, FileNotFoundError, IsADirectoryError):
+        raise  # the command line names the file
+    except Exception as err:  # pickle/zip/EOF/OS/RuntimeError: not a checkpoint, or a truncated one
+        raise CheckpointError(f"{path}: not a readable checkpoint, or a truncated one "
+                              f"({_one_line(err)})") from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a bga-mner checkpoint (holds a {type(blob).__name__})")
     if blob.get("format") == INFERENCE_FORMAT:
+        missing = [k for k in ("config", "labels", "state_dict") if k not in blob]
+        if missing:
+            raise CheckpointError(f"{path}: {INFERENCE_FORMAT} file without {missing}")
         if tuple(blob["labels"]) != LABELS:
-            raise ValueError(f"{path}: label set {blob['labels']} differs from {list(LABELS)}")
-        return Checkpoint(path, OmegaConf.create(blob["config"]), blob["state_dict"], True)
-    if "state_dict" in blob and "config" in blob.get("hyper_parameters", {}):
-        return Checkpoint(path, OmegaConf.create(blob["hyper_parameters"]["config"]),
+            raise CheckpointError(f"{path}: label set {blob['labels']} differs from {list(LABELS)}")
+        return Checkpoint(path, from_container(blob["config"], str(path)), blob["state_dict"], True)
+    hparams = blob.get("hyper_parameters")
+    if isinstance(blob.get("state_dict"), dict) and isinstance(hparams, dict) and "config" in hparams:
+        return Checkpoint(path, from_container(hparams["config"], str(path)),
                           strip_prefix(blob["state_dict"]), False)
-    raise ValueError(f"{path}: neither a bga-mner Lightning checkpoint nor an {INFERENCE_FORMAT} file")
+    raise CheckpointError(f"{path}: neither a bga-mner Lightning checkpoint nor a "
+                          f"{INFERENCE_FORMAT} file")
 
 
-def wants_real_visual(cfg: DictConfig) -> bool:
-    """True when evaluation attends to real image features (``model.inference_visual=real``)."""
-    return cfg.model.use_mcg and cfg.model.inference_visual == "real"
+def _one_line(err: BaseException, limit: int = 160) -> str:
+    """``Type: first sentence of the message``, on one line (torch's messages run long)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
@@ -82,30 +123,70 @@ def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
     Args:
         ckpt: from :func:`read_checkpoint`.
         overrides: merged over the stored config (e.g. another test set); ``model:`` keys that
-            change the network's shape make loading fail loudly.
-        build_visual: build the visual branch (default: only when evaluation needs real images).
+            change the network's shape make loading fail loudly (a :class:`CheckpointError`).
+        build_visual: build the visual branch (default: only when evaluation reads real images,
+            ``build.reads_images(cfg, "test")``).
     """
-    cfg = OmegaConf.merge(ckpt.config, overrides) if overrides is not None else ckpt.config.copy()
+    cfg = merge(ckpt.config, overrides, "overrides") if overrides is not None else ckpt.config.copy()
     if build_visual is None:
-        build_visual = wants_real_visual(cfg)
+        build_visual = reads_images(cfg, "test")
     if build_visual and ckpt.image_free:
-        raise ValueError(f"{ckpt.path}: an image-free inference checkpoint has no visual weights; "
-                         "use the Lightning checkpoint (checkpoints/best.ckpt) for "
-                         "model.inference_visual=real")
+        raise CheckpointError(f"{ckpt.path}: an image-free inference checkpoint has no visual "
+                              "weights; use the Lightning checkpoint (checkpoints/best.ckpt) for "
+                              "model.inference_visual=real")
     system = MNERSystem(cfg, build_visual=build_visual, pretrained=False)  # weights: the checkpoint
-    load_system_weights(system, ckpt.state_dict)
+    try:
+        load_system_weights(system, ckpt.state_dict)
+    except (KeyError, RuntimeError) as err:  # missing weights, or shapes the config does not give
+        raise CheckpointError(f"{ckpt.path}: its weights do not fit the network of its config "
+                              f"({_one_line(err)})") from None
     return system.eval()
 
 
 # --------------------------------------------------------------------------- raw input
-def read_tweets(stream: TextIO, name: str = "<stdin>") -> list[Tweet]:
-    """Tweets from a CoNLL file (recognised by ``IMGID:`` lines or tabs) or from raw text, one
-    tweet per non-empty line, split on whitespace (ids ``line<N>``)."""
-    lines = stream.read().splitlines()
-    if any(line.startswith("IMGID:") or "\t" in line for line in lines):
+INPUT_FORMATS = ("auto", "text", "conll")
+
+
+def input_format(data: bytes | str, name: str, fmt: str = "auto") -> str:
+    """``text`` or ``conll``: ``fmt`` itself unless ``auto``, which means ``conll`` for a
+    ``.conll`` file and for input whose first non-blank line starts with ``IMGID:``, else
+    ``text``. A tab never decides: raw text may hold tabs (they separate words)."""
+    if fmt not in INPUT_FORMATS:
+        raise UserError(f"unknown input format {fmt!r}; expected one of {INPUT_FORMATS}")
+    if fmt != "auto":
+        return fmt
+    if Path(name).suffix.lower() == ".conll":
+        return "conll"
+    head = data[:65536].decode("utf-8", "replace") if isinstance(data, bytes) else data[:65536]
+    first = next((line for line in head.removeprefix(BOM).split("\n") if line.strip()), "")
+    return "conll" if first.lstrip().startswith("IMGID:") else "text"
+
+
+def read_tweets(data: bytes | str, name: str = "<stdin>", fmt: str = "auto") -> list[Tweet]:
+    """Tweets from a CoNLL file (``IMGID:`` blocks; its tags are checked, then ignored) or from
+    raw text: one tweet per line, split on whitespace, ids ``line<N>`` (blank lines skipped).
+
+    Lines end at ``\\n`` only (``\\r\\n`` accepted; a lone ``\\r`` or U+2028 is whitespace inside
+    the line, not a line break); a byte-order mark is dropped.
+
+    Args:
+        data: the input's bytes (a ``str`` is taken as its UTF-8 encoding).
+        name: the file name, for messages and the format (``.conll``).
+        fmt: ``auto``, ``text`` or ``conll`` (:func:`input_format`).
+
+    Raises:
+        CoNLLFormatError: bytes that are not UTF-8 (``name:line``, with the byte offset), a
+            malformed CoNLL line, or no tweet at all.
+    """
+    fmt = input_format(data, name, fmt)
+    lines = utf8_lines(data.encode("utf-8") if isinstance(data, str) else data, name)
+    if fmt == "conll":
         return parse_conll_lines(lines, path=name)
-    return [Tweet(image_id=f"line{n}", words=line.split(), tags=["O"] * len(line.split()),
-                  source=f"{name}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
+    tweets = [Tweet(image_id=f"line{n}", words=line.split(), tags=["O"] * len(line.split()),
+                    source=f"{name}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
+    if not tweets:
+        raise CoNLLFormatError(name, None, "no tweets (empty file)")
+    return tweets
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -114,7 +195,11 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def text_batch(tokenizer: Any, tweets: Sequence[Tweet], max_length: int) -> dict:
-    """The text keys of a batch (docs/ARCHITECTURE.md) for tweets, plus ``ids``/``words``/``tags``."""
+    """The text keys of a batch (docs/ARCHITECTURE.md) for tweets, plus ``ids``/``words``/``tags``.
+
+    Words past ``max_length`` word pieces are absent from ``word_mask`` (``decode_batch`` tags
+    them ``O``); :func:`tag_tweets` never lets that happen (it cuts long tweets into windows).
+    """
     from bga_mner.data.encode import collate_text, encode_batch
 
     encodings = encode_batch(tokenizer, [t.words for t in tweets], max_length)
@@ -124,22 +209,143 @@ def text_batch(tokenizer: Any, tweets: Sequence[Tweet], max_length: int) -> dict
     return batch
 
 
+# --------------------------------------------------------------------------- windows
+@dataclass
+class TagStats:
+    """What :func:`tag_tweets` did: ``windowed`` of ``tweets`` were longer than the model's window
+    (``data.max_length`` word pieces) and were tagged in ``windows`` overlapping windows."""
+
+    tweets: int = 0
+    windowed: int = 0
+    windows: int = 0
+
+
+def plan_windows(costs: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """Word windows ``[start, end)`` that cover a tweet, each at most ``budget`` word pieces.
+
+    One window when the tweet fits. Otherwise each window takes as many words as fit, and the
+    next starts about ``budget // 2`` pieces later, so that consecutive windows overlap by about
+    half a window and every word is at least a quarter window from the edge of the window it is
+    taken from (:func:`merge_windows`), except at the tweet's own ends. A word longer than the
+    budget is a window of its own (the encoder keeps its first pieces).
+
+    Args:
+        costs: word pieces of each word (:func:`data.encode.word_piece_counts`).
+        budget: pieces per window (``max_length - 2``: room for [CLS] and [SEP]).
+    """
+    if budget < 1:
+        raise ValueError(f"budget={budget}: a window needs room for one word piece")
+    costs = [min(max(int(c), 1), budget) for c in costs]
+    n = len(costs)
+    if sum(costs) <= budget:
+        return [(0, n)]
+    stride = max(1, budget // 2)
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end, total = start, 0
+        while end < n and total + costs[end] <= budget:
+            total += costs[end]
+            end += 1
+        windows.append((start, end))
+        if end == n:
+            return windows
+        nxt, advanced = start + 1, costs[start]
+        while nxt < end - 1 and advanced < stride:
+            advanced += costs[nxt]
+            nxt += 1
+        start = nxt
+
+
+def merge_windows(windows: Sequence[tuple[int, int]], window_tags: Sequence[Sequence[str]]
+                  ) -> list[str]:
+    """One tag per word from overlapping windows' tags (the windows of :func:`plan_windows`).
+
+    Each seam between consecutive windows A and B is a cut ``c``: words before it take A's tags,
+    words from it B's. The cut is the middle of the overlap (each word is taken from the window in
+    which it is the more central), moved by up to a quarter of the overlap to the nearest place
+    where the two windows agree on the words on both sides of it (or on one of them), so that the
+    transition across the seam is one that a single window's CRF decoded. Where they agree nowhere
+    near the middle, an ``I-X`` right after the cut that does not continue an ``X`` becomes ``B-X``
+    (the same entity under the conlleval rule, written as valid BIO).
+    """
+    if len(windows) != len(window_tags):
+        raise ValueError(f"{len(windows)} windows but {len(window_tags)} tag lists")
+    for (s, e), tags in zip(windows, window_tags):
+        if len(tags) != e - s:
+            raise ValueError(f"window [{s}, {e}) has {len(tags)} tags")
+    cuts: list[tuple[int, bool]] = []  # (first word taken from the next window, agreed there)
+    previous = windows[0][0]
+    for k in range(len(windows) - 1):
+        (s_a, e_a), (s_b, _) = windows[k], windows[k + 1]
+        tags_a, tags_b = window_tags[k], window_tags[k + 1]
+        lo, hi = max(s_b, previous), e_a  # the cut: A gives [previous, c), B from c on
+        mid = max(lo, min(hi, (s_b + e_a) // 2))
+        reach = max(1, (e_a - s_b) // 4)
+
+        def agree(i: int) -> int:  # both windows tag word i, and the same way
+            return int(s_b <= i < e_a and tags_a[i - s_a] == tags_b[i - s_b])
+
+        best, best_key = mid, None
+        for c in range(max(lo, mid - reach), min(hi, mid + reach) + 1):
+            key = (agree(c - 1) + agree(c), -abs(c - mid))
+            if key[0] and (best_key is None or key > best_key):
+                best, best_key = c, key
+        cuts.append((best, best_key is not None))
+        previous = best
+    bounds = [windows[0][0]] + [c for c, _ in cuts] + [windows[-1][1]]
+    merged: list[str] = []
+    for k, (s, _) in enumerate(windows):
+        merged.extend(window_tags[k][bounds[k] - s: bounds[k + 1] - s])
+    for c, agreed in cuts:
+        if not agreed and 0 < c < len(merged) and merged[c].startswith("I-"):
+            etype = merged[c][2:]
+            if merged[c - 1] not in (f"B-{etype}", f"I-{etype}"):
+                merged[c] = f"B-{etype}"
+    return merged
+
+
 def tag_tweets(system: MNERSystem, tokenizer: Any, tweets: Sequence[Tweet],
-               batch_size: int = 32, device: str | torch.device = "cpu") -> list[list[str]]:
+               batch_size: int = 32, device: str | torch.device = "cpu",
+               stats: TagStats | None = None) -> list[list[str]]:
     """Predicted BIO tags of every word of every tweet, image-free.
+
+    A tweet longer than the model's window (``data.max_length`` word pieces with [CLS] and [SEP])
+    is tagged in overlapping windows (:func:`plan_windows`, :func:`merge_windows`), so every word
+    gets a prediction; a tweet that fits is tagged in one pass, as in training.
 
     Args:
         system: from :func:`build_system` (eval mode).
         tokenizer: the text encoder's tokenizer.
         tweets: the input; their tags are ignored.
+        batch_size: windows per forward pass.
+        device: torch device.
+        stats: filled with the number of tweets, of windowed tweets and of their windows.
     """
+    from bga_mner.data.encode import word_piece_counts
+
     system = system.to(device).eval()
     max_length = int(system.cfg.data.max_length)
+    plans = [plan_windows(costs, max_length - 2)
+             for costs in word_piece_counts(tokenizer, [t.words for t in tweets])]
+    pieces = [(i, s, e) for i, plan in enumerate(plans) for s, e in plan]
+    windows = [Tweet(tweets[i].image_id, list(tweets[i].words[s:e]), ["O"] * (e - s),
+                     tweets[i].source) for i, s, e in pieces]
+    window_tags: list[list[str]] = []
+    for chunk in _batches(windows, batch_size):
+        batch = move_data_to_device(text_batch(tokenizer, chunk, max_length), device)
+        window_tags.extend(system.decode_batch(batch))
     tags: list[list[str]] = []
-    for chunk in _batches(tweets, batch_size):
-        batch = text_batch(tokenizer, chunk, max_length)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        tags.extend(system.decode_batch(batch))
+    at = 0
+    for plan in plans:
+        tags.append(list(window_tags[at]) if len(plan) == 1
+                    else merge_windows(plan, window_tags[at: at + len(plan)]))
+        at += len(plan)
+    if stats is not None:
+        long = [plan for plan in plans if len(plan) > 1]
+        stats.tweets += len(tweets)
+        stats.windowed += len(long)
+        stats.windows += sum(map(len, long))
     return tags
 
 

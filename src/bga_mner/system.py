@@ -1,7 +1,8 @@
-"""The Lightning system around the network: losses (Eqs. 10-11), span F1, AdamW with warm-up.
+"""The Lightning system around the network: the objective (Eqs. 10-11), span F1, AdamW with warm-up.
 
-The network itself (``bga_mner.models``) is a plain ``nn.Module``; this class adds only what
-training needs. Evaluation decodes image-free (the model's ``eval()`` default, unless
+The network itself (``bga_mner.models``) is a plain ``nn.Module`` that returns emissions and the raw
+per-layer generation terms; this class adds only what training needs, and Eq. 11 lives in one
+place, :meth:`MNERSystem.objective` (training, validation logging and ``bench`` all call it). Evaluation decodes image-free (the model's ``eval()`` default, unless
 ``model.inference_visual=real``) and scores the FULL gold tags of each tweet: words cut off by
 ``data.max_length`` are predicted ``O``.
 """
@@ -16,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from bga_mner.config import ModelConfig, from_container, section
 from bga_mner.data.conll import LABELS
 from bga_mner.data.encode import tags_from_predictions
 from bga_mner.metrics import SpanF1
-from bga_mner.models import build_model
+from bga_mner.models import BGAOutput, build_model
 from bga_mner.models.bga_mner import component_of
 
 
@@ -63,7 +65,8 @@ class MNERSystem(L.LightningModule):
     """BGA-MNER (or BERT-CRF with ``model.use_mcg=false``) with its training objective.
 
     Args:
-        config: the merged config (a DictConfig or its plain-dict form, as stored in checkpoints).
+        config: the merged config (a typed DictConfig, or its plain-dict form as stored in
+            checkpoints).
         build_visual: passed to ``build_model``; False builds only the image-free text branch.
         pretrained: passed to ``build_model``; False: random init (weights loaded next from a
             checkpoint), None: as ``model.text_pretrained``/``visual_pretrained`` say.
@@ -72,15 +75,16 @@ class MNERSystem(L.LightningModule):
     def __init__(self, config: DictConfig | Mapping[str, Any], build_visual: bool = True,
                  pretrained: bool | None = None) -> None:
         super().__init__()
-        cfg = config if isinstance(config, DictConfig) else OmegaConf.create(dict(config))
+        cfg = config if isinstance(config, DictConfig) else from_container(config, "checkpoint config")
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.cfg = cfg
-        self.model = build_model(cfg.model, num_labels=len(LABELS), build_visual=build_visual,
+        model_cfg: ModelConfig = section(cfg, "model")
+        self.model = build_model(model_cfg, num_labels=len(LABELS), build_visual=build_visual,
                                  pretrained=pretrained)
         # from_pretrained leaves the reused HF modules in eval mode (dropout off) and Lightning
         # keeps each module's mode: start the whole network in training mode.
         self.model.train()
-        self.alpha = float(cfg.model.alpha)
+        self.alpha, self.ratio_weight = model_cfg.alpha, model_cfg.ratio_weight
         self.val_f1 = SpanF1()
         self.test_f1 = SpanF1()
         self.val_history: list[dict] = []  # per epoch: {"epoch": e, "scores": SpanF1 dict}
@@ -88,15 +92,45 @@ class MNERSystem(L.LightningModule):
         # (id, words, predicted tags) per test tweet in file order, all processes' after the epoch
         self.test_predictions: list[tuple[str, list[str], list[str]]] = []
 
+    # ----------------------------------------------------------------------------- objective
+    def objective(self, batch: dict, out: BGAOutput | None = None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 11 with the samplers' keep-ratio term (weight ``model.ratio_weight``, our addition):
+
+            L = L_mner + alpha * [ (1/N) sum_l (L_recon^l + L_cycle^l) + ratio_weight * (1/N) sum_l L_keep^l ]
+
+        Args:
+            batch: a collated batch.
+            out: the network's output on ``batch``; None runs the network (in its current mode).
+
+        Returns:
+            the loss and its parts (``mner`` of Eq. 10, the layer-averaged ``recon``, ``cycle`` and
+            ``keep_ratio``, and ``auxiliary``, the bracket above); the generation parts are 0 when
+            the visual branch did not run.
+        """
+        out = self.model(batch) if out is None else out
+        mner = self.model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"])  # Eq. 10
+        zero = mner.new_zeros(())
+        recon, cycle, keep = zero, zero, zero
+        for t in out.layer_losses:  # summed in the network's order: layer by layer, visual first
+            recon = recon + t.recon_visual + t.recon_text  # Eq. 5
+            if t.cycle_visual is not None:
+                cycle = cycle + t.cycle_visual + t.cycle_text  # Eq. 7
+            if t.keep_ratio_text is not None:
+                keep = keep + t.keep_ratio_text + t.keep_ratio_visual
+        N = max(len(out.layer_losses), 1)  # the BGA layers that produced terms
+        recon, cycle, keep = recon / N, cycle / N, keep / N  # Eq. 11's 1/N
+        auxiliary = recon + cycle + self.ratio_weight * keep
+        loss = mner + self.alpha * auxiliary  # Eq. 11
+        return loss, {"mner": mner, "recon": recon, "cycle": cycle, "keep_ratio": keep,
+                      "auxiliary": auxiliary}
+
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch)
-        mner = self.model.crf_head.nll(out.emissions, batch["labels"], batch["word_mask"])  # Eq. 10
-        loss = mner + self.alpha * out.gen_loss  # Eq. 11 (gen_loss already averaged over layers)
+        loss, parts = self.objective(batch)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log_dict({"train/mner": mner, "train/recon": out.recon_loss, "train/cycle": out.cycle_loss,
-                       "train/keep_ratio_loss": out.ratio_loss}, batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> dict:
@@ -111,30 +145,37 @@ class MNERSystem(L.LightningModule):
 
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def decode_batch(self, batch: dict) -> list[list[str]]:
-        """Predicted tags for ALL words of each tweet (truncated words: ``O``), image-free unless
-        ``model.inference_visual=real`` (the model's eval-mode default)."""
-        out = self.model(batch)
+    def decode_batch(self, batch: dict, out: BGAOutput | None = None) -> list[list[str]]:
+        """Predicted tags for ALL words of each tweet (truncated words: ``O``).
+
+        Args:
+            batch: a collated batch.
+            out: the network's output on it; None runs the network image-free unless
+                ``model.inference_visual=real`` (the model's eval-mode default).
+        """
+        out = self.model(batch) if out is None else out
         pred_ids = self.model.crf_head.decode(out.emissions, batch["word_mask"])
         return [tags_from_predictions(ids, len(words)) for ids, words in zip(pred_ids, batch["words"])]
 
-    def _eval_step(self, batch: dict, metric: SpanF1) -> list[list[str]]:
-        preds = self.decode_batch(batch)
-        metric.update(preds, batch["tags"])
-        return preds
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_f1)
+        # The visual branch runs where the batch has images, for the generation terms of the dev
+        # loss. The text branch never reads real visual tokens (unless inference_visual=real), so
+        # the emissions, and the dev F1, are those of image-free inference.
+        visual = True if self.model.use_mcg and "image" in batch else None  # None: the model's default
+        out = self.model(batch, visual=visual)
+        loss, parts = self.objective(batch, out)
+        size = batch["input_ids"].shape[0]
+        self.log_dict({"val/loss": loss, **{f"val/{k}": v for k, v in parts.items()}},
+                      batch_size=size, sync_dist=True)
+        self.val_f1.update(self.decode_batch(batch, out), batch["tags"])
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        preds = self._eval_step(batch, self.test_f1)
+        preds = self.decode_batch(batch)
+        self.test_f1.update(preds, batch["tags"])
         self.test_predictions.extend(zip(batch["ids"], batch["words"], preds))
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[list[str]]:
-        return self.decode_batch(batch)
 
     def _log_scores(self, split: str, scores: Mapping[str, Mapping[str, float]]) -> None:
         flat = {}
@@ -178,6 +219,16 @@ class MNERSystem(L.LightningModule):
             torch.distributed.all_gather_object(shares, local)  # a collective: every rank calls it
             local = [item for share in shares for item in share]
         return [prediction for _, prediction in sorted(local, key=lambda item: item[0])]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the dev scores of the epochs so far: a resumed run selects among all of them
+        checkpoint["val_history"] = [{"epoch": h["epoch"], "scores": h["scores"]}
+                                     for h in self.val_history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "val_history" in checkpoint:
+            self.val_history = [{"epoch": int(h["epoch"]), "scores": h["scores"]}
+                                for h in checkpoint["val_history"]]
 
     def best_validation(self) -> dict:
         """The first epoch with the highest dev F1 (what ``ModelCheckpoint(mode="max")`` keeps)."""

@@ -2,13 +2,16 @@
 
 Put the result where the data module looks for it (``<data root>/objects.jsonl``, or set
 ``data.objects_file``). Unreadable images are warned about by name, skipped and counted.
+A progress bar shows images/s and the time left; finished images are saved as they complete
+(``OUT.partial``), so the same command run again after an interruption continues where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
+
+from bga_mner.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="detector's cap on the longer side (torchvision default 1333)")
     parser.add_argument("--proposals", type=int, default=1000,
                         help="RPN proposals per image at test time (torchvision default 1000)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar on stderr (images/s, time left); default: on a terminal")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,17 +40,14 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if min(args.max_objects, args.batch_size, args.proposals) < 1:
-        print("error: --max-objects, --batch-size and --proposals must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        stats = detect_folder(args.images_dir, args.out, weights=args.weights,
-                              score_threshold=args.score_threshold, max_objects=args.max_objects,
-                              device=args.device, batch_size=args.batch_size,
-                              min_size=args.min_size, max_size=args.max_size,
-                              proposals=args.proposals)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError("--max-objects, --batch-size and --proposals must be at least 1")
+    stats = detect_folder(args.images_dir, args.out, weights=args.weights,
+                          score_threshold=args.score_threshold, max_objects=args.max_objects,
+                          device=args.device, batch_size=args.batch_size,
+                          min_size=args.min_size, max_size=args.max_size,
+                          proposals=args.proposals, progress=args.progress)
+    empty = f"; {stats.empty_boxes} boxes without area dropped" if stats.empty_boxes else ""
+    resumed = f"; {stats.resumed} from the interrupted run before" if stats.resumed else ""
     print(f"{args.out}: {stats.written} images with detections written; "
-          f"{stats.unreadable} unreadable skipped (of {stats.images} files)")
+          f"{stats.unreadable} unreadable skipped (of {stats.images} files){empty}{resumed}")
     return 0

@@ -15,7 +15,7 @@ COMPONENT_ORDER = ("text encoder", "visual encoder", "text samplers", "visual sa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="experiment config.yaml (default: the base config)")
+    parser.add_argument("--config", default=None, help="experiment config.yaml (default: the config defaults)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
 

@@ -1,9 +1,16 @@
-"""``bga-mner predict --ckpt CKPT [--input FILE|-] [--format jsonl|conll] [--out FILE]``.
+"""``bga-mner predict --ckpt CKPT [--input FILE|-] [--format-in auto|text|conll]
+[--format jsonl|conll] [--out FILE]``.
 
-Tags raw text (one tweet per line, split on whitespace) or a CoNLL file (recognised by its
-``IMGID:`` lines or tabs; its tags are ignored) with the text branch alone: no image is read and
-no visual encoder is built. JSONL gives one object per tweet with its entity spans
-(``spans.bio_to_spans``, ``end`` exclusive); CoNLL output can be scored with ``bga-mner score``.
+Tags raw text (one tweet per line, split on whitespace) or a CoNLL file (its tags are checked,
+then ignored) with the text branch alone: no image is read and no visual encoder is built. The
+input is UTF-8 (a byte-order mark is dropped; other bytes are an error naming the line and the
+byte offset); lines end at ``\\n`` (``\\r\\n`` accepted; a lone ``\\r`` or U+2028 is whitespace,
+not a line break). ``--format-in auto`` reads CoNLL from a ``.conll`` file or from input whose
+first non-blank line starts with ``IMGID:``, raw text otherwise; a tab never decides.
+A tweet longer than the model's window (``data.max_length`` word pieces) is tagged in overlapping
+windows (``inference.tag_tweets``), and their number is reported on stderr.
+JSONL gives one object per tweet with its entity spans (``spans.bio_to_spans``, ``end``
+exclusive); CoNLL output can be scored with ``bga-mner score``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from omegaconf import OmegaConf
 
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.data.spans import bio_to_spans
-from bga_mner.inference import build_system, read_checkpoint, read_tweets, tag_tweets
+from bga_mner.errors import UserError
+from bga_mner.inference import (INPUT_FORMATS, TagStats, build_system, read_checkpoint,
+                                 read_tweets, tag_tweets)
 
 
 def tweet_record(tweet: Tweet, tags: Sequence[str]) -> dict:
@@ -41,7 +50,10 @@ def write_predictions(out: TextIO, tweets: Sequence[Tweet], tags: Sequence[Seque
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoints/inference.pt or best.ckpt")
     parser.add_argument("--input", default="-", help="text or CoNLL file; '-' reads stdin")
-    parser.add_argument("--format", choices=("jsonl", "conll"), default="jsonl")
+    parser.add_argument("--format-in", choices=INPUT_FORMATS, default="auto",
+                        help="input format; auto (default): conll for a .conll file or input whose "
+                             "first non-blank line starts with IMGID:, else text (one tweet a line)")
+    parser.add_argument("--format", choices=("jsonl", "conll"), default="jsonl", help="output format")
     parser.add_argument("--out", help="output file (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -50,19 +62,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from bga_mner.models.backbones import load_tokenizer
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    # the input first: a bad line is reported before the model is loaded
+    if args.input == "-":
+        stdin = getattr(sys.stdin, "buffer", None)
+        data = stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8")
+        tweets = read_tweets(data, "<stdin>", args.format_in)
+    else:
+        tweets = read_tweets(Path(args.input).read_bytes(), args.input, args.format_in)
     ckpt = read_checkpoint(args.ckpt)
     if ckpt.config.model.inference_visual == "real":
         print("predict is image-free: tagging with generated visual tokens "
               "(model.inference_visual=generated)", file=sys.stderr)
     system = build_system(ckpt, OmegaConf.create({"model": {"inference_visual": "generated"}}),
                           build_visual=False)
-    if args.input == "-":
-        tweets = read_tweets(sys.stdin, "<stdin>")
-    else:
-        with open(args.input, encoding="utf-8") as f:
-            tweets = read_tweets(f, args.input)
+    stats = TagStats()
     tags = tag_tweets(system, load_tokenizer(system.cfg.model.text_encoder), tweets,
-                      batch_size=args.batch_size, device=args.device)
+                      batch_size=args.batch_size, device=args.device, stats=stats)
+    if stats.windowed:
+        print(f"bga-mner predict: {stats.windowed} of {stats.tweets} tweets longer than the model's "
+              f"window ({system.cfg.data.max_length} word pieces) tagged in {stats.windows} "
+              f"overlapping windows", file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as f:

@@ -1,21 +1,22 @@
 """``bga-mner score GOLD PRED``: entity-level P/R/F1 of a predicted CoNLL file against the gold one.
 
 Both files must hold the same tweets, in the same order, with the same words (``bga-mner predict``
-writes such a file). The first difference is an error naming ``file:line`` of both files.
+writes such a file). The first difference is an error naming ``file:line`` of both files; an
+empty file, or a malformed line, is an error naming the file (and line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from bga_mner.data.conll import ENTITY_TYPES, CoNLLFormatError, Tweet, read_conll
+from bga_mner.data.conll import ENTITY_TYPES, Tweet, read_conll
+from bga_mner.errors import UserError
 
 
-class TweetMismatchError(ValueError):
+class TweetMismatchError(UserError, ValueError):
     """The predicted file does not hold the gold file's tweets; the message names both lines."""
 
 
@@ -71,12 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        gold, pred = read_conll(args.gold), read_conll(args.pred)
-        check_aligned(gold, pred, args.gold, args.pred)
-    except (CoNLLFormatError, TweetMismatchError, OSError) as err:
-        print(f"bga-mner score: {err}", file=sys.stderr)
-        return 2
+    # errors (a missing, empty or malformed file, a mismatch) go to the command line's one error
+    # path: "bga-mner score: error: <file>:<line>: ...", exit status 2
+    gold, pred = read_conll(args.gold), read_conll(args.pred)
+    check_aligned(gold, pred, args.gold, args.pred)
     from bga_mner.metrics import span_scores  # imports torch: only once the files are good
 
     scores = span_scores([t.tags for t in gold], [t.tags for t in pred])

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from bga_mner.data.conll import ENTITY_TYPES, SPLITS, CoNLLFormatError, Tweet, read_split_dir
+from bga_mner.data.conll import ENTITY_TYPES, SPLITS, Tweet, read_split_dir
 from bga_mner.data.spans import bio_to_spans
 
 COUNT_MODES = ("spans", "b-tags")
@@ -75,11 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        stats = dataset_stats(args.dir, args.count)
-    except (CoNLLFormatError, OSError) as err:
-        print(f"bga-mner stats: {err}", file=sys.stderr)
-        return 2
+    # a missing, empty or malformed split file is an error of the command line's one error path
+    stats = dataset_stats(args.dir, args.count)
     misc_name = "OTHER" if args.keep_other else "MISC"
     if args.json:
         for split in stats.values():

@@ -12,28 +12,36 @@ The files of Twitter-2015 (Zhang et al., 2018) and Twitter-2017 (Lu et al., 2018
 
 Twitter-2015 writes ``OTHER`` where Twitter-2017 writes ``MISC``; :func:`read_conll` maps the
 former to the latter by default (``type_map``). A malformed line is an error that names the file
-and the line; nothing is silently skipped.
+and the line; nothing is silently skipped. Every word belongs to the tweet of an ``IMGID:`` line
+(a word before the first one, or after a blank line, is an error), a file without a tweet is an
+error, and a UTF-8 byte-order mark at the start is accepted. Lines end at ``\\n`` only (``\\r\\n``
+accepted): a lone ``\\r`` or U+2028 is not a line break (:func:`utf8_lines`, which the raw-text
+input of ``bga-mner predict`` shares).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence, TextIO
+from typing import Iterable, Mapping, Sequence, TextIO
+
+from bga_mner.errors import UserError
 
 ENTITY_TYPES: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC")
 LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 LABEL2ID: dict[str, int] = {label: i for i, label in enumerate(LABELS)}
 DEFAULT_TYPE_MAP: dict[str, str] = {"OTHER": "MISC"}
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+BOM = "\ufeff"
 
 
-class CoNLLFormatError(ValueError):
-    """A malformed line in a CoNLL file; the message starts with ``path:line:``."""
+class CoNLLFormatError(UserError, ValueError):
+    """A malformed line of a CoNLL (or raw-text) input file; the message starts with ``path:line:``
+    (``path:`` alone for a problem of the whole file, e.g. no tweets; ``line_no`` is then None)."""
 
-    def __init__(self, path: str | Path, line_no: int, message: str) -> None:
-        super().__init__(f"{path}:{line_no}: {message}")
+    def __init__(self, path: str | Path, line_no: int | None, message: str) -> None:
+        super().__init__(f"{path}:{line_no}: {message}" if line_no is not None else f"{path}: {message}")
         self.path, self.line_no = str(path), line_no
 
 
@@ -45,7 +53,6 @@ class Tweet:
     words: list[str]
     tags: list[str]
     source: str = ""  # "path:line" of the IMGID line, for error messages
-    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -72,12 +79,17 @@ def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
         path: name used in error messages.
         type_map: entity-type renames applied before validation (default: OTHER -> MISC).
         with_tags: if False, lines hold a word and an optional tag (tags default to ``O``).
+
+    Raises:
+        CoNLLFormatError: a malformed line, a word outside an ``IMGID:`` block, or no tweet at all.
     """
     type_map = DEFAULT_TYPE_MAP if type_map is None else type_map
     tweets: list[Tweet] = []
     current: Tweet | None = None
     for line_no, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n")
+        if line_no == 1:
+            line = line.removeprefix(BOM)
         if not line.strip():
             current = None
             continue
@@ -89,8 +101,9 @@ def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
             tweets.append(current)
             continue
         if current is None:
-            current = Tweet(image_id="", words=[], tags=[], source=f"{path}:{line_no}")
-            tweets.append(current)
+            where = "after a blank line" if tweets else "before the first 'IMGID:' line"
+            raise CoNLLFormatError(path, line_no, f"word line {where}: every tweet starts with an "
+                                   f"'IMGID:<id>' line (got {line!r})")
         word, sep, tag = line.partition("\t")
         if not sep:
             if with_tags:
@@ -104,6 +117,8 @@ def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
         if not t.words:
             line_no = int(t.source.rsplit(":", 1)[1])
             raise CoNLLFormatError(path, line_no, f"IMGID:{t.image_id} has no words")
+    if not tweets:
+        raise CoNLLFormatError(path, None, "no tweets (empty file)")
     return tweets
 
 
@@ -114,18 +129,39 @@ def read_conll(path: str | Path, type_map: Mapping[str, str] | None = None) -> l
         path: the file.
         type_map: entity-type renames (default: ``{"OTHER": "MISC"}``; ``{}`` keeps types as-is).
     """
-    return parse_conll_lines(_utf8_lines(path), path=path, type_map=type_map)
+    return parse_conll_lines(utf8_lines(Path(path).read_bytes(), path), path=path, type_map=type_map)
 
 
-def _utf8_lines(path: str | Path) -> Iterator[str]:
-    """The file's lines, decoded one by one so that a non-UTF-8 byte names its line."""
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise CoNLLFormatError(path, line_no, f"not UTF-8: byte {raw[err.start]:#04x} "
-                                       f"at byte {err.start} of the line") from None
+def utf8_lines(data: bytes, name: str | Path) -> list[str]:
+    """The lines of UTF-8 text, decoded one by one so that a non-UTF-8 byte names its line.
+
+    Lines end at ``\\n`` only; the ``\\r`` of a ``\\r\\n`` is dropped, while a lone ``\\r``, U+2028
+    and the other Unicode line separators stay inside their line (``str.splitlines`` would break
+    there). A byte-order mark at the start is removed.
+
+    Args:
+        data: the file's bytes.
+        name: the file, for error messages.
+
+    Raises:
+        CoNLLFormatError: ``name:line: not UTF-8: byte 0x.. at byte N of the line (byte M of the file)``.
+    """
+    lines, offset = [], 0
+    chunks = data.split(b"\n")
+    if chunks[-1] == b"":
+        chunks.pop()  # the final newline ends the last line; it does not start another
+    for line_no, raw in enumerate(chunks, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise CoNLLFormatError(name, line_no, f"not UTF-8: byte {raw[err.start]:#04x} at byte "
+                                   f"{err.start} of the line (byte {offset + err.start} of the "
+                                   f"file)") from None
+        offset += len(raw) + 1
+        lines.append(text.removesuffix("\r"))
+    if lines:
+        lines[0] = lines[0].removeprefix(BOM)
+    return lines
 
 
 def write_conll(out: str | Path | TextIO, tweets: Iterable[Tweet],

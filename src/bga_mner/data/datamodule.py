@@ -16,8 +16,14 @@ Settings (the ``data:`` section of the config):
   marking the image absent. Train and dev are unchanged.
 - cross-domain (Table 6): ``test_name`` / ``test_root`` take the test split of another data set.
 
-After :meth:`MNERDataModule.setup`, ``truncated_counts`` and ``missing_image_counts`` hold
-``{split: count}`` for the results JSON (missing counts are None with ``use_images=false``).
+:meth:`MNERDataModule.setup` (which Lightning calls before the first training step) checks the
+whole input before any image is decoded or any step runs: every split file exists, holds at least
+one tweet and only known labels (``conll.read_conll``: ``path:line`` errors; an empty split is
+``<path>: no tweets (empty file)``), an ``images_dir`` or ``objects_file`` that is set exists, and
+every line of the objects file is valid (``detect.read_objects``). After it, ``truncated_counts``
+and ``missing_image_counts`` hold ``{split: count}`` for the results JSON (tweets without a
+readable image; None with ``use_images=false``), and ``image_counts`` holds ``{split:
+images.ImageCounts | None}``: missing and unreadable images apart, clipped and dropped boxes.
 """
 
 from __future__ import annotations
@@ -27,20 +33,22 @@ import logging
 import random
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
+from bga_mner.config import ConfigError, DataConfig, section
 from bga_mner.data.conll import SPLITS, Tweet, read_conll
 from bga_mner.data.detect import read_objects
 from bga_mner.data.encode import Encoding, collate_text, encode_batch
-from bga_mner.data.images import ImageStore, VisualSample
-from bga_mner.data.synthetic import SynthConfig, ensure_synthetic
+from bga_mner.data.images import ImageCounts, ImageStore, VisualSample
+from bga_mner.data.synthetic import ensure_synthetic
+from bga_mner.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +103,11 @@ def collate(items: Sequence[Item], pad_token_id: int) -> dict[str, Any]:
     return batch
 
 
-def _plain(cfg: Mapping | DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 class MNERDataModule(L.LightningDataModule):
     """Train/valid/test loaders of one data set (see the module docstring for the settings).
 
     Args:
-        data_cfg: the config's ``data:`` section.
+        data_cfg: the config's ``data:`` section (``config.DataConfig``).
         tokenizer: the text encoder's fast tokenizer.
         seed: the run seed (train shuffling and the data-limited subset).
         run_dir: the run folder (``train_subset.json`` goes there); None: not saved.
@@ -111,30 +115,35 @@ class MNERDataModule(L.LightningDataModule):
         cache_dir: ``paths.cache_dir``, home of the synthetic set and (by default) the image cache.
     """
 
-    def __init__(self, data_cfg: Mapping | DictConfig, tokenizer: PreTrainedTokenizerBase,
+    def __init__(self, data_cfg: DataConfig, tokenizer: PreTrainedTokenizerBase,
                  seed: int = 42, run_dir: str | Path | None = None,
                  data_dir: str | Path = "../shared/data", cache_dir: str | Path = ".cache") -> None:
         super().__init__()
-        self.cfg = _plain(data_cfg)
+        self.cfg = data_cfg
         self.tokenizer, self.seed = tokenizer, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data_dir, self.cache_dir = Path(data_dir), Path(cache_dir)
         if tokenizer.pad_token_id is None:
             raise ValueError(f"{type(tokenizer).__name__} has no pad token")
-        self.name: str = self.cfg["name"]
-        test_root = self.cfg.get("test_root")
-        self.test_name: str = self.cfg.get("test_name") or (Path(test_root).name if test_root
+        self.name: str = self.cfg.name
+        test_root = self.cfg.test_root
+        self.test_name: str = self.cfg.test_name or (Path(test_root).name if test_root
                                                             else self.name)
         self.datasets: dict[str, MNERDataset] = {}
         self.truncated_counts: dict[str, int] = {}
         self.missing_image_counts: dict[str, int | None] = {}
+        self.image_counts: dict[str, ImageCounts | None] = {}
         self.train_subset_ids: list[str] | None = None
+        # the train loader's shuffling generator, and the state a resumed run restores it to
+        # (state_dict / load_state_dict: Lightning saves them in checkpoints)
+        self._train_generator: torch.Generator | None = None
+        self._restored_generator_state: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase,
                     run_dir: str | Path | None = None) -> "MNERDataModule":
         """Build from the whole merged config (``data``, ``seed``, ``paths``)."""
-        return cls(cfg.data, tokenizer, seed=cfg.seed, run_dir=run_dir,
+        return cls(section(cfg, "data"), tokenizer, seed=cfg.seed, run_dir=run_dir,
                    data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir)
 
     # ------------------------------------------------------------------ locations
@@ -142,14 +151,20 @@ class MNERDataModule(L.LightningDataModule):
         if root:
             return Path(root)
         if name == "synthetic":
-            return ensure_synthetic(self.cache_dir, SynthConfig(**(self.cfg.get("synthetic") or {})))
+            return ensure_synthetic(self.cache_dir, self.cfg.synthetic)
         return self.data_dir / name
 
     def _store(self, root: Path, images_dir: str | None, objects_file: str | None) -> ImageStore:
         images = Path(images_dir) if images_dir else root / "images"
         objects_path = Path(objects_file) if objects_file else root / "objects.jsonl"
+        if images.exists() and not images.is_dir():
+            raise UserError(f"{images}: not a folder (the images of the data set)")
         if not images.is_dir():
+            if images_dir:
+                raise FileNotFoundError(f"{images}: data.images_dir not found")
             log.warning("%s: no image folder: every tweet of this data set has no image", images)
+        if objects_path.exists() and not objects_path.is_file():
+            raise UserError(f"{objects_path}: not a file (the objects file of the data set)")
         if objects_path.is_file():
             objects = read_objects(objects_path)
         else:
@@ -157,19 +172,19 @@ class MNERDataModule(L.LightningDataModule):
                 raise FileNotFoundError(f"{objects_path}: data.objects_file not found")
             log.info("%s: no objects file: images get no object crops", objects_path)
             objects = {}
-        cache = self.cfg.get("cache_dir") or self.cache_dir / "images"
-        return ImageStore(images, objects, global_size=self.cfg["global_size"],
-                          crop_size=self.cfg["crop_size"], num_objects=self.cfg["num_objects"],
+        cache = self.cfg.cache_dir or self.cache_dir / "images"
+        return ImageStore(images, objects, global_size=self.cfg.global_size,
+                          crop_size=self.cfg.crop_size, num_objects=self.cfg.num_objects,
                           cache_dir=cache)
 
     # ------------------------------------------------------------------ Lightning hooks
     def _cross_domain(self) -> bool:
-        return bool(self.cfg.get("test_name") or self.cfg.get("test_root"))
+        return bool(self.cfg.test_name or self.cfg.test_root)
 
     def prepare_data(self) -> None:
-        sets = [(self.name, self.cfg.get("root"))]
+        sets = [(self.name, self.cfg.root)]
         if self._cross_domain():
-            sets.append((self.test_name, self.cfg.get("test_root")))
+            sets.append((self.test_name, self.cfg.test_root))
         for name, root in sets:
             if name == "synthetic" and not root:
                 self._root(name, None)  # generate once, on the main process
@@ -177,52 +192,53 @@ class MNERDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        type_map = self.cfg.get("type_map") or {}
-        root = self._root(self.name, self.cfg.get("root"))
+        type_map = self.cfg.type_map or {}
+        root = self._root(self.name, self.cfg.root)
         cross = self._cross_domain()
-        test_root = self._root(self.test_name, self.cfg.get("test_root")) if cross else root
+        test_root = self._root(self.test_name, self.cfg.test_root) if cross else root
         tweets: dict[str, list[Tweet]] = {}
         for split in SPLITS:
             split_root = test_root if split == "test" else root
             path = split_root / f"{split}.txt"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing split file of data set {split_root}")
-            tweets[split] = read_conll(path, type_map=type_map)
+            tweets[split] = read_conll(path, type_map=type_map)  # raises on an empty split
         tweets["train"] = self._limit_train(tweets["train"])
 
-        use_images = bool(self.cfg["use_images"])
+        use_images = bool(self.cfg.use_images)
         stores: dict[str, ImageStore | None] = {"train": None, "valid": None, "test": None}
         if use_images:
-            main = self._store(root, self.cfg.get("images_dir"), self.cfg.get("objects_file"))
+            main = self._store(root, self.cfg.images_dir, self.cfg.objects_file)
             stores = {"train": main, "valid": main,
                       "test": self._store(test_root, None, None) if cross else main}
         for split in SPLITS:
             encodings = encode_batch(self.tokenizer, [t.words for t in tweets[split]],
-                                     self.cfg["max_length"])
+                                     self.cfg.max_length)
             self.truncated_counts[split] = sum(e.truncated for e in encodings)
             if self.truncated_counts[split]:
                 log.info("%s: %d of %d tweets truncated to max_length=%d word pieces", split,
-                         self.truncated_counts[split], len(encodings), self.cfg["max_length"])
-            store, replacement = stores[split], None
+                         self.truncated_counts[split], len(encodings), self.cfg.max_length)
+            store, replacement, counts = stores[split], None, None
             if store is None:
-                self.missing_image_counts[split] = None
-            elif split == "test" and self.cfg.get("modality_missing"):
+                pass
+            elif split == "test" and self.cfg.modality_missing:
                 replacement = store.uniform()
-                self.missing_image_counts[split] = 0
+                counts = ImageCounts(tweets=len(tweets[split]))
                 log.info("test: modality-missing: all %d images replaced by one uniform grey image",
                          len(tweets[split]))
             else:
                 counts = store.prepare([t.image_id for t in tweets[split]], split=split)
-                self.missing_image_counts[split] = counts.without_image
+            self.image_counts[split] = counts
+            self.missing_image_counts[split] = None if counts is None else counts.without_image
             self.datasets[split] = MNERDataset(tweets[split], encodings, store, replacement)
 
     def _limit_train(self, train: list[Tweet]) -> list[Tweet]:
-        n = self.cfg.get("train_limit")
+        n = self.cfg.train_limit
         if n is None:
             return train
         if not 0 < int(n) <= len(train):
-            raise ValueError(f"data.train_limit={n}: must be between 1 and the {len(train)} "
-                             f"train tweets")
+            raise ConfigError(f"data.train_limit={n}: must be between 1 and the {len(train)} "
+                              f"train tweets")
         chosen = sorted(random.Random(self.seed).sample(range(len(train)), int(n)))
         subset = [train[i] for i in chosen]
         self.train_subset_ids = [t.image_id for t in subset]
@@ -238,8 +254,13 @@ class MNERDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
-        workers = int(self.cfg.get("num_workers") or 0)
+        workers = int(self.cfg.num_workers or 0)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        if generator is not None:
+            if self._restored_generator_state is not None:  # a resumed run: the next epoch's order
+                generator.set_state(self._restored_generator_state)
+                self._restored_generator_state = None
+            self._train_generator = generator
         sampler = None
         if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
             # Distributed evaluation: every tweet exactly once. Lightning's DistributedSampler pads
@@ -249,7 +270,7 @@ class MNERDataModule(L.LightningDataModule):
                                                    num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank)
         return DataLoader(self.datasets[split],
-                          batch_size=self.cfg["batch_size" if shuffle else "eval_batch_size"],
+                          batch_size=self.cfg.batch_size if shuffle else self.cfg.eval_batch_size,
                           shuffle=shuffle, sampler=sampler, generator=generator, num_workers=workers,
                           persistent_workers=workers > 0,
                           collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id))
@@ -263,5 +284,17 @@ class MNERDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    # ------------------------------------------------------------------ resuming
+    def state_dict(self) -> dict[str, Any]:
+        """The train loader's shuffling generator as it is now (Lightning saves it in every
+        checkpoint): at an epoch's end, the state the next epoch's shuffle starts from."""
+        if self._train_generator is None:
+            return {}
+        return {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the train generator (Lightning calls it before the train loader is made when it
+        resumes from a checkpoint), so the resumed epoch draws the order the uninterrupted run drew
+        rather than epoch 0's."""
+        if "train_generator" in state_dict:
+            self._restored_generator_state = state_dict["train_generator"]

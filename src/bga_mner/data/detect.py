@@ -7,23 +7,33 @@ one JSON line per image, sorted by score (highest first)::
     {"image_id": "<file stem>", "boxes": [[x1, y1, x2, y2], ...], "scores": [...],
      "labels": [...], "names": [...]}
 
-Boxes are in pixels of the original image. The data module (``data/images.py``) crops the top-K
-boxes. The synthetic set writes the same format (its labels index ``synthetic.CATEGORIES``).
+Boxes are in pixels of the original image. :func:`read_objects` checks every line: a line that
+is not such an object, a NaN or infinite number, or a box that is inverted or has no area
+(``x2 <= x1`` or ``y2 <= y1``) is an error naming ``path:line`` (docs/data.md, "Objects and
+images"). A box may reach outside its image: the data module (``data/images.py``) clips it when it
+crops the top-K boxes, and counts it. The synthetic set writes the same format (its labels index
+``synthetic.CATEGORIES``).
 There is no download here: ``--weights default`` needs the checkpoint in the torch hub cache
 (``torch.hub.get_dir()/checkpoints``) and says where to put it when it is missing.
+:func:`detect_folder` is resumable: its partial file (``<out>.partial``) is data/detect_resume.py's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
+
+from bga_mner.data.detect_resume import (PARTIAL_HEADER_KEY, PartialWriter,  # noqa: F401 (re-exported)
+                                         partial_lines, partial_path)
+from bga_mner.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +60,7 @@ class Detections:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
-class ObjectsFormatError(ValueError):
+class ObjectsFormatError(UserError, ValueError):
     """A malformed line of an objects file; the message starts with ``path:line:``."""
 
 
@@ -61,7 +71,9 @@ def _parse_line(line: str, path: Path, line_no: int) -> Detections:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise fail(f"not valid JSON ({e.msg})") from None
+        raise fail(f"not valid JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError:
+        raise fail("not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("image_id"), str) or not obj["image_id"]:
         raise fail("expected an object with a non-empty string 'image_id'")
     keys = ("boxes", "scores", "labels", "names")
@@ -71,25 +83,49 @@ def _parse_line(line: str, path: Path, line_no: int) -> Detections:
     lengths = {k: len(obj[k]) for k in keys}
     if len(set(lengths.values())) != 1:
         raise fail(f"image {obj['image_id']!r}: fields of different lengths {lengths}")
-    for box in obj["boxes"]:
+    image = obj["image_id"]
+    for i, box in enumerate(obj["boxes"]):
         if (not isinstance(box, list) or len(box) != 4
-                or not all(isinstance(v, (int, float)) for v in box)):
-            raise fail(f"image {obj['image_id']!r}: a box must be 4 numbers [x1, y1, x2, y2], "
-                       f"got {box!r}")
+                or not all(_is_number(v) for v in box)):
+            raise fail(f"image {image!r}: a box must be 4 numbers [x1, y1, x2, y2], got {box!r}")
+        if not all(math.isfinite(v) for v in box):
+            raise fail(f"image {image!r}: box {i + 1} {box!r} has a NaN or infinite coordinate")
+        x1, y1, x2, y2 = box
+        if x2 <= x1 or y2 <= y1:
+            what = "is inverted" if x2 < x1 or y2 < y1 else "has no area"
+            raise fail(f"image {image!r}: box {i + 1} {box!r} {what} (need x1 < x2 and y1 < y2)")
+    for i, score in enumerate(obj["scores"]):
+        if not _is_number(score) or not math.isfinite(score):
+            raise fail(f"image {image!r}: score {i + 1} must be a finite number, got {score!r}")
+    for i, label in enumerate(obj["labels"]):
+        if not isinstance(label, int) or isinstance(label, bool):
+            raise fail(f"image {image!r}: label {i + 1} must be an integer, got {label!r}")
     return Detections(obj["image_id"], [[float(v) for v in b] for b in obj["boxes"]],
                       [float(s) for s in obj["scores"]], [int(v) for v in obj["labels"]],
                       [str(n) for n in obj["names"]]).sorted()
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def read_objects(path: str | Path) -> dict[str, Detections]:
     """Read an objects file (JSONL) into ``{image_id: Detections}`` sorted by score.
 
-    Raises :class:`ObjectsFormatError` naming the file and line of a malformed or duplicate entry.
+    Raises :class:`ObjectsFormatError` naming the file and line of a malformed or duplicate entry,
+    of a NaN or infinite number, of an inverted or zero-area box, or of bytes that are not UTF-8.
     """
     path = Path(path)
     out: dict[str, Detections] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ObjectsFormatError(f"{path}:{line_no}: not UTF-8: byte "
+                                         f"{raw[err.start]:#04x} at byte {err.start} of the line") from None
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
             det = _parse_line(line, path, line_no)
@@ -185,54 +221,171 @@ class DetectStats:
     images: int = 0       # image files found
     written: int = 0      # lines written
     unreadable: int = 0   # files skipped with a warning
+    empty_boxes: int = 0  # detections dropped: no area left once rounded to 0.01 pixel
+    resumed: int = 0      # images taken from an interrupted run's partial file, not detected again
 
 
 @torch.inference_mode()
 def iter_detections(model: torch.nn.Module, names: Sequence[str], paths: Sequence[Path],
                     device: str = "cpu", batch_size: int = 4,
-                    stats: DetectStats | None = None) -> Iterator[Detections]:
-    """Run the detector over image files in batches; unreadable files are warned about and skipped."""
+                    stats: DetectStats | None = None,
+                    on_files: Callable[[int], None] | None = None) -> Iterator[Detections]:
+    """Run the detector over image files in batches; unreadable files are warned about and skipped.
+
+    ``on_files(n)`` is called after each batch with the number of files it read (readable or not):
+    a progress bar's update.
+    """
     model = model.to(device)
     stats = stats if stats is not None else DetectStats()
     for start in range(0, len(paths), batch_size):
         chunk = [(p, _read_image(p)) for p in paths[start:start + batch_size]]
         stats.unreadable += sum(img is None for _, img in chunk)
+        read = len(chunk)
         chunk = [(p, img) for p, img in chunk if img is not None]
-        if not chunk:
-            continue
-        outputs = model([img.to(device) for _, img in chunk])
-        for (path, _), out in zip(chunk, outputs):
-            labels = out["labels"].tolist()
-            stats.written += 1
-            yield Detections(path.stem, [[round(v, 2) for v in b] for b in out["boxes"].tolist()],
-                             [round(s, 5) for s in out["scores"].tolist()], labels,
-                             [names[i] if 0 <= i < len(names) else str(i) for i in labels]).sorted()
+        if chunk:
+            outputs = model([img.to(device) for _, img in chunk])
+            for (path, _), out in zip(chunk, outputs):
+                boxes = [[round(v, 2) for v in b] for b in out["boxes"].tolist()]
+                keep = [i for i, (x1, y1, x2, y2) in enumerate(boxes) if x1 < x2 and y1 < y2]
+                stats.empty_boxes += len(boxes) - len(keep)  # read_objects would reject them
+                scores, labels = out["scores"].tolist(), out["labels"].tolist()
+                labels = [labels[i] for i in keep]
+                stats.written += 1
+                yield Detections(path.stem, [boxes[i] for i in keep],
+                                 [round(scores[i], 5) for i in keep], labels,
+                                 [names[i] if 0 <= i < len(names) else str(i) for i in labels]).sorted()
+        if on_files is not None:
+            on_files(read)
+
+
+# --------------------------------------------------------------------------- resumable runs
+# detect_folder appends each finished batch to ``<out>.partial`` and a run started again after an
+# interruption detects only the images not yet there: data/detect_resume.py (the file) and below.
+
+
+def _detections_of(line: str) -> Detections | None:
+    """One line this module wrote (None for a line cut short by an interruption)."""
+    try:
+        obj = json.loads(line)
+        det = Detections(**obj)
+    except (ValueError, TypeError):
+        return None
+    if not (isinstance(det.image_id, str) and len(det.boxes) == len(det.scores) == len(det.labels)
+            == len(det.names)):
+        return None
+    return det
+
+
+def read_partial(path: str | Path, settings: Mapping[str, Any]) -> dict[str, Detections]:
+    """``{image_id: Detections}`` of an interrupted run with the same ``settings`` ({} when there is
+    no partial file, or it was written with other settings). Lines cut short are left out (those
+    images are detected again).
+
+    Args:
+        path: the partial file (:func:`partial_path`).
+        settings: the settings of the run now.
+    """
+    done: dict[str, Detections] = {}
+    for line in partial_lines(path, settings):
+        det = _detections_of(line)
+        if det is not None:
+            done[det.image_id] = det
+    return done
+
+
+def _image_paths(images_dir: str | Path) -> list[Path]:
+    """:func:`list_images`, refusing two files with the same image id (stem)."""
+    paths = list_images(images_dir)
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        raise UserError(f"{images_dir}: several files share an image id (stem): {dup[:5]}")
+    return paths
+
+
+def _resume(partial: Path, settings: Mapping[str, Any], paths: Sequence[Path]) -> dict[str, Detections]:
+    """What an interrupted run of the same settings finished, of the images still in the folder."""
+    found = {p.stem for p in paths}
+    done = {i: d for i, d in read_partial(partial, settings).items() if i in found}
+    if done:
+        log.info("%s: %d of %d images already detected by an interrupted run; detecting the other %d",
+                 partial, len(done), len(paths), len(paths) - len(done))
+    return done
+
+
+def _detect_resumably(detector: tuple[torch.nn.Module, list[str]], todo: Sequence[Path],
+                      done: dict[str, Detections], partial: Path, settings: Mapping[str, Any],
+                      stats: DetectStats, device: str, batch_size: int, progress: bool | None) -> None:
+    """Detect ``todo`` into ``done``, each batch appended to the partial file as it completes.
+
+    Args:
+        detector: the model and its category names (:func:`build_detector`).
+        todo: the images still to detect; done: the detections so far (added to).
+        partial, settings: the partial file and the run's settings (its header).
+        stats: counts (added to); ``stats.images`` is the progress bar's total.
+        device, batch_size: see :func:`iter_detections`; progress: see :func:`detect_folder`.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    writer = PartialWriter(partial, settings, list(done.values()))
+    bar = tqdm(total=stats.images, initial=len(done), unit="img", desc="detect", dynamic_ncols=True,
+               disable=None if progress is None else not progress)
+    pending: list[Detections] = []
+
+    def flush(n_files: int) -> None:
+        writer.write(pending)
+        pending.clear()
+        bar.update(n_files)
+
+    try:
+        with logging_redirect_tqdm():
+            for det in iter_detections(*detector, todo, device, batch_size, stats, on_files=flush):
+                done[det.image_id] = det
+                pending.append(det)
+    except BaseException:
+        writer.write(pending)  # the finished images of an interrupted batch are kept too
+        log.warning("%s: interrupted after %d of %d images; the same command continues from there",
+                    partial, len(done), stats.images)
+        raise
+    finally:
+        bar.close()
+        writer.close()
 
 
 def detect_folder(images_dir: str | Path, out: str | Path, weights: str = "default",
                   score_threshold: float = 0.0, max_objects: int = 10, device: str = "cpu",
                   batch_size: int = 4, min_size: int = 800, max_size: int = 1333,
-                  proposals: int = 1000) -> DetectStats:
+                  proposals: int = 1000, progress: bool | None = None) -> DetectStats:
     """Detect objects in every image of a folder and write ``out`` (JSONL, one line per readable image).
+
+    Resumable: finished images go to ``<out>.partial`` as they complete, and a run of the same
+    settings started again after an interruption detects only the images not yet there
+    (:func:`partial_path`; ``stats.resumed`` counts the others).
 
     Args:
         images_dir: folder of ``<IMGID>.<ext>`` files.
-        out: the objects file to write (atomically).
+        out: the objects file to write (atomically, once every image is done).
         weights, score_threshold, max_objects, min_size, max_size, proposals: see
             :func:`build_detector`.
         device: torch device for the detector.
         batch_size: images per forward pass.
+        progress: a progress bar on stderr (images/s, time left); None: only on a terminal.
     """
-    paths = list_images(images_dir)
+    paths = _image_paths(images_dir)
+    detector = build_detector(weights, score_threshold, max_objects, min_size, max_size, proposals)
+    settings = {"images_dir": str(Path(images_dir).resolve()), "weights": weights,
+                "score_threshold": score_threshold, "max_objects": max_objects,
+                "min_size": min_size, "max_size": max_size, "proposals": proposals}
+    partial = partial_path(out)
+    done = _resume(partial, settings, paths)
+    stats = DetectStats(images=len(paths), resumed=len(done))
+    todo = [p for p in paths if p.stem not in done]
+    _detect_resumably(detector, todo, done, partial, settings, stats, device, batch_size, progress)
     stems = [p.stem for p in paths]
-    if len(set(stems)) != len(stems):
-        dup = sorted({s for s in stems if stems.count(s) > 1})
-        raise ValueError(f"{images_dir}: several files share an image id (stem): {dup[:5]}")
-    model, names = build_detector(weights, score_threshold, max_objects, min_size, max_size,
-                                  proposals)
-    stats = DetectStats(images=len(paths))
-    dets = list(iter_detections(model, names, paths, device, batch_size, stats))
-    write_objects(out, dets)
+    write_objects(out, [done[s] for s in stems if s in done])
+    partial.unlink(missing_ok=True)
+    stats.written = sum(s in done for s in stems)
     if stats.unreadable:
         log.warning("%s: %d of %d images unreadable and skipped", images_dir, stats.unreadable,
                     stats.images)

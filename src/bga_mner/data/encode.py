@@ -78,12 +78,32 @@ def encode_batch(tokenizer: PreTrainedTokenizerBase, word_lists: Sequence[Sequen
     return out
 
 
+def word_piece_counts(tokenizer: PreTrainedTokenizerBase,
+                      word_lists: Sequence[Sequence[str]]) -> list[list[int]]:
+    """The word pieces each word takes in :func:`encode_batch` (at least 1: an empty word is the
+    unk token), without [CLS]/[SEP]. Words are tokenised one by one (``is_split_into_words``),
+    so the pieces of a run of words are the sum of theirs."""
+    _special_ids(tokenizer)
+    if not word_lists:
+        return []
+    batch = tokenizer([list(w) for w in word_lists], is_split_into_words=True,
+                      add_special_tokens=False, truncation=False)
+    out = []
+    for i, words in enumerate(word_lists):
+        counts = [0] * len(words)
+        for word_id in batch.word_ids(i):
+            counts[word_id] += 1
+        out.append([max(c, 1) for c in counts])
+    return out
+
+
 def encode_words(tokenizer: PreTrainedTokenizerBase, words: Sequence[str],
                  max_length: int = 128) -> Encoding:
     """Encode one tweet's words as ``[CLS] pieces [SEP]``, at most ``max_length`` ids.
 
     Args:
-        tokenizer: the text encoder's fast tokenizer (BERT WordPiece).
+        tokenizer: the text encoder's fast tokenizer (WordPiece; RoBERTa-family BPE needs
+            ``add_prefix_space=True``, which ``backbones.load_tokenizer`` sets).
         words: the tweet's words, untruncated.
         max_length: the most ids, [CLS] and [SEP] included.
     """

@@ -10,7 +10,10 @@ For each tweet, :class:`ImageStore` returns a :class:`VisualSample`:
 
 Normalisation uses CLIP's mean/std (timm's ``OPENAI_CLIP_MEAN/STD``). A missing or unreadable image
 is never replaced by another tweet's: the sample is zeros with ``has_image=False`` and an empty
-``crop_mask``; :meth:`ImageStore.prepare` counts them per split and logs the counts.
+``crop_mask``. A box that reaches outside its image is clipped to it; one with less than one whole
+pixel inside the image gives no crop. :meth:`ImageStore.prepare` counts all four per split
+(:class:`ImageCounts`: missing files, unreadable files, clipped boxes, dropped boxes) and logs
+them; the policy is docs/data.md's "Objects and images".
 
 Decoded, resized images are cached on disk as uint8 tensors (normalised after loading), one file
 per entry keyed by the SHA-256 of the image file's bytes, the sizes and the boxes cropped, so a
@@ -28,7 +31,6 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -57,15 +59,31 @@ class VisualSample:
 
 @dataclass
 class ImageCounts:
-    """Per-split image availability: ``missing`` has no file, ``unreadable`` does not decode."""
+    """What the images of a split's tweets gave (counted per tweet, as the batches see them).
+
+    Attributes:
+        tweets: tweets of the split.
+        missing: tweets whose image file does not exist.
+        unreadable: tweets whose image file exists but does not decode.
+        boxes_clipped: top-K boxes (of the tweets with an image) that reach outside the image and
+            were clipped to it.
+        boxes_dropped: top-K boxes with less than one whole pixel inside the image: no crop.
+    """
 
     tweets: int = 0
     missing: int = 0
     unreadable: int = 0
+    boxes_clipped: int = 0
+    boxes_dropped: int = 0
 
     @property
     def without_image(self) -> int:
+        """Tweets without a readable image (``missing_images`` in results.json)."""
         return self.missing + self.unreadable
+
+    def as_dict(self) -> dict[str, int]:
+        return {"tweets": self.tweets, "missing": self.missing, "unreadable": self.unreadable,
+                "boxes_clipped": self.boxes_clipped, "boxes_dropped": self.boxes_dropped}
 
 
 def _decode(path: Path) -> Image.Image:
@@ -74,10 +92,22 @@ def _decode(path: Path) -> Image.Image:
 
 
 def _crop_box(box: list[float], width: int, height: int) -> tuple[int, int, int, int] | None:
-    """The box clamped to the image in whole pixels, or None if less than one pixel remains."""
+    """The box clipped to the image in whole pixels, or None if less than one pixel remains.
+
+    Boxes are finite with ``x1 < x2``, ``y1 < y2`` (``detect.read_objects`` rejects the others).
+    """
     x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
     x2, y2 = min(width, int(round(box[2]))), min(height, int(round(box[3])))
     return (x1, y1, x2, y2) if x2 - x1 >= 1 and y2 - y1 >= 1 else None
+
+
+def box_status(box: list[float], width: int, height: int) -> str:
+    """``inside``, ``clipped`` (reaches outside the image; cropped clipped to it) or ``dropped``
+    (less than one whole pixel inside the image: no crop)."""
+    if _crop_box(box, width, height) is None:
+        return "dropped"
+    outside = box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height
+    return "clipped" if outside else "inside"
 
 
 class ImageStore:
@@ -106,6 +136,7 @@ class ImageStore:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._files = self._index_files()
         self._unreadable: set[str] = set()
+        self._box_counts: dict[str, tuple[int, int]] = {}  # image id -> (clipped, dropped) boxes
         self._entry: dict[str, Path] = {}  # image id -> cache file, filled by prepare()/load()
         self._resize_global = v2.Resize((global_size, global_size),
                                         interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
@@ -213,9 +244,27 @@ class ImageStore:
             self._entry[image_id] = file
         return entry
 
+    def _count_boxes(self, image_id: str) -> None:
+        """Record how many of the image's top-K boxes are clipped or dropped (needs its size only)."""
+        path, boxes = self.path(image_id), self.boxes(image_id)
+        if path is None or image_id in self._unreadable or not boxes or image_id in self._box_counts:
+            return
+        try:
+            with Image.open(path) as img:  # reads the header only
+                width, height = img.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return  # decoded from the cache: the file decoded once; nothing to count
+        status = [box_status(b, width, height) for b in boxes]
+        self._box_counts[image_id] = (status.count("clipped"), status.count("dropped"))
+
+    def _prepare_one(self, image_id: str) -> None:
+        self._entry_for(image_id, check_only=True)
+        self._count_boxes(image_id)
+
     # ------------------------------------------------------------------ public API
     def prepare(self, image_ids: Iterable[str], split: str = "", workers: int = 4) -> ImageCounts:
-        """Decode every image not yet cached (in threads) and count missing/unreadable ones.
+        """Decode every image not yet cached (in threads); count missing and unreadable images
+        and clipped and dropped boxes (:class:`ImageCounts`).
 
         Args:
             image_ids: the tweets' image ids (one per tweet; duplicates are counted per tweet).
@@ -225,17 +274,24 @@ class ImageStore:
         ids = list(image_ids)
         unique = sorted({i for i in ids if self.path(i) is not None})
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(partial(self._entry_for, check_only=True), unique))
+            list(pool.map(self._prepare_one, unique))
         counts = ImageCounts(tweets=len(ids))
         for i in ids:
             if self.path(i) is None:
                 counts.missing += 1
             elif i in self._unreadable:
                 counts.unreadable += 1
+            else:
+                clipped, dropped = self._box_counts.get(i, (0, 0))
+                counts.boxes_clipped += clipped
+                counts.boxes_dropped += dropped
         if counts.without_image:
             log.info("%s: %d of %d tweets without a readable image (%d missing files, %d unreadable)",
                      split or "images", counts.without_image, counts.tweets, counts.missing,
                      counts.unreadable)
+        if counts.boxes_clipped or counts.boxes_dropped:
+            log.info("%s: %d object boxes clipped to their image, %d dropped (less than a pixel "
+                     "inside it)", split or "images", counts.boxes_clipped, counts.boxes_dropped)
         return counts
 
     def has_image(self, image_id: str) -> bool:

@@ -29,11 +29,12 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from bga_mner.config import SynthConfig
 from bga_mner.data.conll import SPLITS, Tweet, write_conll
 from bga_mner.data.detect import Detections, write_objects
 
@@ -94,30 +95,10 @@ HANDLES = ("newsdesk", "sportsfan", "mia_k", "daily_pic", "tweetbot", "joe88")
 HASHTAGS = ("#news", "#tbt", "#love", "#photo", "#breaking", "#weekend")
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """Parameters of the synthetic set (all of them enter the cache hash)."""
-
-    train: int = 600
-    valid: int = 150
-    test: int = 150
-    seed: int = 13
-    image_size: int = 224        # square images
-    no_image_rate: float = 0.1   # tweets without an image file
-    neutral_rate: float = 0.3    # tweets from a type-neutral template
-    ambiguous_rate: float = 0.7  # of those, the share filled with an ambiguous name
-    cue_rate: float = 0.3        # tweets with a "( pic : <object> )" cue
-    names_per_type: int | None = None  # draw from only the first n names of each type and n
-                                       # ambiguous names (None: all): names recur, appearance is
-                                       # learnable from few tweets (the retrieval test)
-
-    def __post_init__(self) -> None:
-        if self.names_per_type is not None and self.names_per_type < 1:
-            raise ValueError(f"names_per_type={self.names_per_type}: need at least one name per type")
-
-    def digest(self) -> str:
-        blob = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def digest(cfg: SynthConfig) -> str:
+    """The cache key of a set: every parameter of ``cfg`` and the generator's version."""
+    blob = json.dumps({"version": GENERATOR_VERSION, **asdict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _stable_int(text: str) -> int:
@@ -311,7 +292,7 @@ def ensure_synthetic(cache_root: str | Path, cfg: SynthConfig = SynthConfig()) -
     set and concurrent runs agree on one copy.
     """
     cache_root = Path(cache_root)
-    final = cache_root / f"synthetic-{cfg.digest()}"
+    final = cache_root / f"synthetic-{digest(cfg)}"
     if (final / "meta.json").is_file():
         return final
     cache_root.mkdir(parents=True, exist_ok=True)

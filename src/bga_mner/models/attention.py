@@ -4,8 +4,26 @@
 ``keep * exp(S) / sum(keep * exp(S))`` when ``keep`` is 0/1. We compute the second form (as
 DynamicViT's ``softmax_with_policy``, the sampler design the paper cites) so that a
 straight-through Gumbel mask receives a gradient through the attention, while removed units get
-exactly zero weight in the forward pass. Every row must keep at least one unit (the samplers
-guarantee it); the maximum is taken over kept units only, so nothing overflows or underflows to 0/0.
+exactly zero weight in the forward pass.
+
+The sampler's gradient is bounded. The exact derivative of that form in the keep value of a
+removed unit j is ``exp(S_j) / sum_kept exp(S) * (g_j - gbar)`` (``g = dL/dw``, ``gbar = sum_i w_i g_i``):
+it grows as exp(score gap) when j scores above the kept units (1e2 at a gap of 5, 1e13 at 30+), and
+under global-norm clipping one such step shrinks every parameter's update to about zero. No choice
+of the softmax shift changes that ratio; DynamicViT's eps (``(exp * policy + eps/N) / (sum + eps)``,
+max over all units) only caps it at about 1/eps = 1e6 and, when every kept unit is far below the
+maximum, gives the removed units eps/N each and the kept ones about 0. So ``masked_softmax``
+keeps the forward exact (shift by the maximum over the *kept* units: the kept sum is >= 1, removed
+units never enter ``exp``) and replaces only that one derivative by ``c_j * (g_j - gbar)`` with
+``c_j = exp(S_j) / (exp(S_j) + sum_kept exp(S))``: the weight j would get if it were kept. That is
+the exact change of a loss linear in the weights when j is switched on (the straight-through
+estimate of the 0 -> 1 step; the derivative at 0 is its tangent), the same as the exact derivative
+when j scores far below the kept units, and never more than ``max|g_i - g_k|``. Kept units keep
+their exact derivative ``w_j * (g_j - gbar)``, and the scores their exact softmax gradient.
+
+A row with no kept unit gets all-zero weights (context 0) instead of an error: no data-dependent
+check, so ``torch.compile`` traces one graph. The samplers keep at least one unit per sample anyway.
+SDPA is not used: its boolean mask would give removed units a zero sampler gradient.
 """
 
 from __future__ import annotations
@@ -27,19 +45,34 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis restricted to kept units (exact zeros elsewhere).
 
+    Forward: ``keep * exp(S) / sum(keep * exp(S))``, shifted by the maximum over the kept units (so
+    the kept sum is >= 1 and nothing overflows or underflows, whatever the removed units score).
+    Backward: exact in ``scores``; in ``keep``, exact for kept units and, for a removed unit j,
+    ``c_j * (g_j - sum_i w_i g_i)`` with ``c_j = sigmoid(S_j - logsumexp_kept(S))``, the weight j
+    would get if it were kept (``g = dL/dw``): bounded by ``max|g_i - g_k|``, see the module docstring.
+    A row with no kept unit gets all-zero weights (its context is 0).
+
     Args:
         scores: (B, h, Nq, Nk) attention logits.
         keep: (B, Nk) 0/1 mask, float (gradients flow into it) or bool.
     """
-    keep_b = keep[:, None, None, :]  # (B, 1, 1, Nk)
-    kept = keep_b > 0
-    if not bool(kept.any(-1).all()):
-        raise ValueError("attention row with no kept unit: every sample must keep at least one unit")
-    row_max = scores.masked_fill(~kept, float("-inf")).amax(-1, keepdim=True).detach()
-    # removed units may score above the kept maximum: clamp so exp() stays finite (their weight is 0)
-    e = torch.exp((scores - row_max).clamp(max=30.0))
-    e = e * keep_b.to(e.dtype)
-    return e / e.sum(-1, keepdim=True)
+    k = keep[:, None, None, :].to(scores.dtype)  # (B, 1, 1, Nk)
+    kept = k.detach() > 0
+    shift = scores.detach().masked_fill(~kept, float("-inf")).amax(-1, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # no kept unit: any shift
+    e = torch.exp((scores - shift).masked_fill(~kept, float("-inf")))  # kept <= 1 (1 at the max), removed 0
+    num = k * e
+    total = num.sum(-1, keepdim=True)  # >= 1 where the row keeps a hard 0/1 unit, 0 where it keeps none
+    weights = num / (total + (total == 0).to(total.dtype))
+    if not (k.requires_grad and torch.is_grad_enabled()):
+        return weights
+    # Removed units: exp(S_j) * keep_j has a zero derivative in keep_j above (e_j = 0); give them the
+    # bounded straight-through one instead, through a term that is exactly 0 in value.
+    with torch.no_grad():
+        c = torch.sigmoid(scores - shift - torch.log(total)).masked_fill(kept, 0.0)  # total 0 -> c = 1
+    dk = k - k.detach()  # 0 in value, d/dkeep = 1
+    cdk = c * dk
+    return weights + (cdk - weights.detach() * cdk.sum(-1, keepdim=True))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float,

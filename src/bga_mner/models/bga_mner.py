@@ -1,6 +1,6 @@
 """BGA-MNER (Sec. 3): a text branch and a visual branch joined by N bidirectional generative alignment layers.
 
-    text:   BERT embeddings -> BertLayer 0 -> BGA layers 1..N (hybrid BertLayers 1..N) -> CRF head
+    text:   encoder embeddings -> layer 0 -> BGA layers 1..N (hybrid text layers 1..N) -> CRF head
     visual: ViT patch embedding of image + K crops -> Block 0 -> BGA layers 1..N
     BGA layer l:  m_t = SCS_t(T, m_t^{l-1})      m_v = SCS_v(V, m_v^{l-1})            (Eq. 1)
                   V_hat = G_t2v(T, Q_v, m_t)      T_hat = G_v2t(V, Q_t, m_v)           (Eqs. 2-4)
@@ -15,8 +15,9 @@ Decisions where the paper is silent (also in docs/implementation_notes.md):
   of them: they exist whether or not the image had crops). ``inference_visual=real`` (Table 4)
   swaps in the real visual tokens of the same level at evaluation (missing crops masked).
 * Losses: per-token KL(generated || real), summed over the units weighted by the keep masks
-  (Eq. 5, Eq. 7), averaged over samples that have an image, then over layers (1/N, Eq. 11).
-  Cycle generation uses all real units as its mask (padding is never a unit).
+  (Eq. 5, Eq. 7), averaged over samples that have an image. The network returns these raw terms
+  per layer (``LayerLosses``); ``MNERSystem.objective`` averages them over layers (1/N) and
+  weights them (Eq. 11). Cycle generation uses all real units as its mask (padding is never a unit).
 * The real features are the losses' TARGETS (stop-gradient, ``detach_targets=True``): a branch
   learns from Eqs. 5/7 only as the generator's INPUT ("be informative enough to generate the other
   modality from"), never by moving its features toward the generated ones. Without it, the visual
@@ -27,7 +28,7 @@ Decisions where the paper is silent (also in docs/implementation_notes.md):
   in width, linear projections map the other branch's tokens in (``memory_proj``) and the
   generated tokens into the extracting branch (``visual_to_text``, ``text_to_visual``).
 
-``use_mcg=False`` builds exactly BERT-CRF: the same BERT layers (their own ``forward``) and CRF head,
+``use_mcg=False`` builds exactly BERT-CRF: the same text-encoder layers (their own ``forward``) and CRF head,
 no sampler, generator or visual module.
 """
 
@@ -38,12 +39,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bga_mner.models.backbones import VisualEmbedding, VisualSpec
+from bga_mner.config import ModelConfig
+from bga_mner.models.backbones import VisualSpec
 from bga_mner.models.backbones import visual_spec as spec_of
 from bga_mner.models.crf_head import CRFHead
 from bga_mner.models.generator import CrossModalGenerator, masked_token_loss
-from bga_mner.models.hybrid_layer import HybridBertLayer, HybridViTBlock
+from bga_mner.models.hybrid_layer import HybridTextLayer, HybridViTBlock
 from bga_mner.models.sampler import ContextSampler, keep_ratio_loss
+from bga_mner.models.visual_embedding import VisualEmbedding
 
 INFERENCE_VISUAL = ("generated", "real")
 # parameter-name prefix -> component (longest prefix wins); used by ``params`` and optimiser groups
@@ -77,17 +80,33 @@ def component_of(param_name: str) -> str:
 
 
 @dataclass
+class LayerLosses:
+    """The raw generation terms of one BGA layer l (weighted and averaged by Eq. 11 in the system).
+
+    Attributes:
+        recon_visual: Eq. 5's t2v term, KL(V_hat^l || V^l) under the visual keep mask.
+        recon_text: Eq. 5's v2t term, KL(T_hat^l || T^l) under the text keep mask.
+        cycle_visual, cycle_text: Eq. 7's terms for V_bar^l and T_bar^l (None without the cycle).
+        keep_ratio_text, keep_ratio_visual: the samplers' keep-ratio terms (None without SCS).
+    """
+
+    recon_visual: torch.Tensor
+    recon_text: torch.Tensor
+    cycle_visual: torch.Tensor | None = None
+    cycle_text: torch.Tensor | None = None
+    keep_ratio_text: torch.Tensor | None = None
+    keep_ratio_visual: torch.Tensor | None = None
+
+
+@dataclass
 class BGAOutput:
     """What ``BGAMNER.forward`` returns.
 
     Attributes:
         emissions: (B, W, num_labels) CRF emission scores at the words' first sub-tokens.
-        gen_loss: scalar, recon_loss + cycle_loss (Eq. 11 without alpha) + ratio_weight * ratio_loss;
-            0 without generation losses.
-        recon_loss: scalar, (1/N) sum_l L_recon^l (Eq. 5).
-        cycle_loss: scalar, (1/N) sum_l L_cycle^l (Eq. 7); 0 when use_cycle is false.
-        ratio_loss: scalar, the samplers' keep-ratio loss (``sampler.keep_ratio_loss``, both
-            branches) averaged over layers; 0 without SCS, MCG or the visual branch.
+        layer_losses: per BGA layer, its raw generation terms (``LayerLosses``); empty when the
+            visual branch did not run (image-free inference) and for BERT-CRF. The objective of
+            Eq. 11 (alpha, the 1/N average, the keep-ratio weight) is ``MNERSystem.objective``.
         text_masks: per BGA layer, (B, Nt) bool keep masks of the text SCS (padding False).
         visual_masks: per BGA layer, (B, Nv) bool keep masks of the visual SCS ([] image-free).
         generated_visual: per BGA layer, (B, Nv, d_v) the generated visual tokens V_hat^l.
@@ -95,10 +114,7 @@ class BGAOutput:
     """
 
     emissions: torch.Tensor
-    gen_loss: torch.Tensor
-    recon_loss: torch.Tensor
-    cycle_loss: torch.Tensor
-    ratio_loss: torch.Tensor
+    layer_losses: list[LayerLosses] = field(default_factory=list)
     text_masks: list[torch.Tensor] = field(default_factory=list)
     visual_masks: list[torch.Tensor] = field(default_factory=list)
     generated_visual: list[torch.Tensor] = field(default_factory=list)
@@ -109,51 +125,38 @@ class BGAMNER(nn.Module):
     """The BGA-MNER network (a plain ``nn.Module``; losses and optimisation live in the system).
 
     Args:
-        text_encoder: a transformers ``BertModel``; its embeddings and layers are reused (not copied).
+        text_encoder: a transformers encoder model (BERT family); its embeddings and layers are
+            reused (not copied).
         visual_encoder: a timm ``VisionTransformer`` (None when ``build_visual`` is False or no MCG).
         num_labels: number of BIO labels.
-        use_mcg: False builds exactly BERT-CRF (no visual branch, sampler or generator).
-        use_scs: False replaces every sampled mask by all real units.
-        use_cycle: add the cycle-consistency loss (Eqs. 6-7).
-        inference_visual: ``generated`` (default) or ``real`` (Table 4: real visual tokens at eval).
+        cfg: the ``model:`` section (``config.ModelConfig``: switches, sizes; its defaults are the
+            paper's). ``use_mcg=False`` builds exactly BERT-CRF (no visual branch, sampler or
+            generator); ``use_scs=False`` replaces every sampled mask by all real units.
         build_visual: False builds only what image-free inference needs (no ViT, visual samplers,
             v2t generator, crop position embeddings); then ``visual_spec`` must describe the ViT.
         visual_spec: shapes of the visual encoder (taken from ``visual_encoder`` when given).
-        max_length: Nt, the number of textual queries of G_v2t (``data.max_length``).
-        num_objects, crop_size: K crops per image and their side (``data.num_objects``, ``data.crop_size``).
-        generator_layers, generator_ffn_dim: decoder depth and FFN width of each generator.
-        sampler_hidden_ratio, gumbel_tau: SCS hidden width / d and Gumbel temperature.
-        dropout: dropout of the CRF head and the generators.
-        detach_targets: stop the gradient through the real features compared in Eqs. 5/7 (see the
-            module docstring); False lets the losses move both branches.
-        keep_ratio: the share of real units each sampler is asked to keep (``ratio_loss``).
-        ratio_weight: weight of ``ratio_loss`` inside ``gen_loss``.
     """
 
-    def __init__(self, text_encoder: nn.Module, visual_encoder: nn.Module | None, num_labels: int, *,
-                 use_mcg: bool = True, use_scs: bool = True, use_cycle: bool = True,
-                 inference_visual: str = "generated", build_visual: bool = True,
-                 visual_spec: VisualSpec | None = None, max_length: int = 128, num_objects: int = 3,
-                 crop_size: int = 128, generator_layers: int = 1, generator_ffn_dim: int = 2048,
-                 sampler_hidden_ratio: float = 0.5, gumbel_tau: float = 1.0, dropout: float = 0.1,
-                 detach_targets: bool = True, keep_ratio: float = 0.7,
-                 ratio_weight: float = 10.0):
+    def __init__(self, text_encoder: nn.Module, visual_encoder: nn.Module | None, num_labels: int,
+                 cfg: ModelConfig, *, build_visual: bool = True, visual_spec: VisualSpec | None = None):
         super().__init__()
+        use_mcg, use_scs, inference_visual = cfg.use_mcg, cfg.use_scs, cfg.inference_visual
         if inference_visual not in INFERENCE_VISUAL:
             raise ValueError(f"model.inference_visual={inference_visual!r}; expected one of {INFERENCE_VISUAL}")
-        self.use_mcg, self.use_scs, self.use_cycle = use_mcg, use_scs, use_cycle
+        self.use_mcg, self.use_scs, self.use_cycle = use_mcg, use_scs, cfg.use_cycle
         self.inference_visual = inference_visual
-        self.detach_targets = detach_targets
-        if not 0.0 < keep_ratio <= 1.0:
-            raise ValueError(f"model.keep_ratio={keep_ratio}: expected a share in (0, 1]")
-        self.keep_ratio, self.ratio_weight = keep_ratio, ratio_weight
+        self.detach_targets = cfg.detach_targets
+        if not 0.0 < cfg.keep_ratio <= 1.0:
+            raise ValueError(f"model.keep_ratio={cfg.keep_ratio}: expected a share in (0, 1]")
+        self.keep_ratio = cfg.keep_ratio
+        max_length, num_objects, crop_size = cfg.max_length, cfg.num_objects, cfg.crop_size
         self.build_visual = build_visual and use_mcg
         self.max_length = max_length
         d_t = text_encoder.config.hidden_size
         self.text_embeddings = text_encoder.embeddings
-        self.text_layers = nn.ModuleList(HybridBertLayer(layer) for layer in text_encoder.encoder.layer)
+        self.text_layers = nn.ModuleList(HybridTextLayer(layer) for layer in text_encoder.encoder.layer)
         self.num_bga_layers = len(self.text_layers) - 1  # N
-        self.crf_head = CRFHead(d_t, num_labels, dropout)
+        self.crf_head = CRFHead(d_t, num_labels, cfg.dropout)
         if not use_mcg:
             return
         if build_visual and visual_encoder is None:
@@ -174,10 +177,11 @@ class BGAMNER(nn.Module):
         heads_t = text_encoder.config.num_attention_heads
         num_visual = spec.num_global_tokens + num_objects * (crop_size // spec.patch_size) ** 2  # Nv
         self.num_visual_tokens = num_visual
-        gen = dict(ffn_dim=generator_ffn_dim, layers=generator_layers, dropout=dropout)
+        gen = dict(ffn_dim=cfg.generator_ffn_dim, layers=cfg.generator_layers, dropout=cfg.dropout)
 
         def samplers(dim: int) -> nn.ModuleList | None:
-            return nn.ModuleList(ContextSampler(dim, sampler_hidden_ratio, gumbel_tau) for _ in range(N)) \
+            return nn.ModuleList(ContextSampler(dim, cfg.sampler_hidden_ratio, cfg.gumbel_tau)
+                                 for _ in range(N)) \
                 if use_scs else None
 
         self.text_samplers = samplers(d_t)
@@ -205,11 +209,10 @@ class BGAMNER(nn.Module):
         keep_t = batch["attention_mask"].bool()  # (B, Nt)
         T = self.text_embeddings(input_ids=batch["input_ids"])  # (B, Nt, d_t)
         T = self.text_layers[0](T, keep_t)
-        zero = T.new_zeros(())
         if not self.use_mcg:
             for layer in self.text_layers[1:]:
                 T = layer(T, keep_t)
-            return BGAOutput(self._emissions(T, batch), zero, zero, zero, zero, text_states=T)
+            return BGAOutput(self._emissions(T, batch), text_states=T)
 
         if visual is None:
             visual = self.training or self.inference_visual == "real"
@@ -218,8 +221,7 @@ class BGAMNER(nn.Module):
             V, keep_v, has_image = self._visual_tokens(batch)  # (B, Nv, d_v), (B, Nv), (B,)
             m_v = keep_v.to(T.dtype)
         m_t = keep_t.to(T.dtype)
-        recon, cycle, ratio = zero, zero, zero
-        out = BGAOutput(T, zero, zero, zero, zero)
+        out = BGAOutput(T)
         N = self.num_bga_layers
         for l in range(N):
             m_t = self.text_samplers[l](T, m_t, keep_t) if self.use_scs else keep_t.to(T.dtype)  # Eq. 1
@@ -230,17 +232,8 @@ class BGAMNER(nn.Module):
                 m_v = self.visual_samplers[l](V, m_v, keep_v) if self.use_scs else keep_v.to(T.dtype)
                 out.visual_masks.append(m_v.detach() > 0.5)
                 T_hat = self.v2t(V, m_v, T.shape[1], ~keep_t)  # (B, Nt, d_t), Eq. 4
-                if self.use_scs:  # how much each sampler keeps (DynamicViT's ratio loss)
-                    ratio = ratio + keep_ratio_loss(m_t, keep_t, self.keep_ratio, has_image) \
-                        + keep_ratio_loss(m_v, keep_v, self.keep_ratio, has_image)
-                V_tgt, T_tgt = (V.detach(), T.detach()) if self.detach_targets else (V, T)
-                recon = recon + masked_token_loss(V_hat, V_tgt, m_v, has_image) \
-                    + masked_token_loss(T_hat, T_tgt, m_t, has_image)  # Eq. 5
-                if self.use_cycle:  # Eqs. 6-7: generate back from the generated, all real units kept
-                    V_bar = self.t2v(T_hat, keep_t)  # (B, Nv, d_v)
-                    T_bar = self.v2t(V_hat, torch.ones_like(keep_v), T.shape[1], ~keep_t)  # (B, Nt, d_t)
-                    cycle = cycle + masked_token_loss(V_bar, V_tgt, m_v, has_image) \
-                        + masked_token_loss(T_bar, T_tgt, m_t, has_image)
+                out.layer_losses.append(self._layer_losses(V, T, V_hat, T_hat, m_v, m_t, keep_v, keep_t,
+                                                           has_image))
             if real_context:
                 context, context_keep = V, keep_v  # Table 4: real visual tokens
             else:
@@ -249,11 +242,26 @@ class BGAMNER(nn.Module):
             if visual and l < N - 1:
                 V = self.visual_layers[l + 1](V, keep_v, self.text_to_visual(T_hat), keep_t)  # Eq. 8
             T = T_next
-        out.recon_loss, out.cycle_loss = recon / N, cycle / N  # Eq. 11: (1/N) sum over layers
-        out.ratio_loss = ratio / N
-        out.gen_loss = out.recon_loss + out.cycle_loss + self.ratio_weight * out.ratio_loss
         out.emissions, out.text_states = self._emissions(T, batch), T
         return out
+
+    def _layer_losses(self, V: torch.Tensor, T: torch.Tensor, V_hat: torch.Tensor, T_hat: torch.Tensor,
+                      m_v: torch.Tensor, m_t: torch.Tensor, keep_v: torch.Tensor, keep_t: torch.Tensor,
+                      has_image: torch.Tensor) -> LayerLosses:
+        """The raw terms of one layer: Eq. 5, Eqs. 6-7 and the samplers' keep ratio."""
+        ratio_t = ratio_v = cycle_v = cycle_t = None
+        if self.use_scs:  # how much each sampler keeps (DynamicViT's ratio loss)
+            ratio_t = keep_ratio_loss(m_t, keep_t, self.keep_ratio, has_image)
+            ratio_v = keep_ratio_loss(m_v, keep_v, self.keep_ratio, has_image)
+        V_tgt, T_tgt = (V.detach(), T.detach()) if self.detach_targets else (V, T)
+        recon_v = masked_token_loss(V_hat, V_tgt, m_v, has_image)  # Eq. 5
+        recon_t = masked_token_loss(T_hat, T_tgt, m_t, has_image)
+        if self.use_cycle:  # Eqs. 6-7: generate back from the generated, all real units kept
+            V_bar = self.t2v(T_hat, keep_t)  # (B, Nv, d_v)
+            T_bar = self.v2t(V_hat, torch.ones_like(keep_v), T.shape[1], ~keep_t)  # (B, Nt, d_t)
+            cycle_v = masked_token_loss(V_bar, V_tgt, m_v, has_image)  # Eq. 7
+            cycle_t = masked_token_loss(T_bar, T_tgt, m_t, has_image)
+        return LayerLosses(recon_v, recon_t, cycle_v, cycle_t, ratio_t, ratio_v)
 
     def _visual_tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self.build_visual:

@@ -1,17 +1,27 @@
-"""Feature extractor with hybrid attention (Sec. 3.5, Eq. 8), on pretrained BERT layers and ViT blocks.
+"""Feature extractor with hybrid attention (Sec. 3.5, Eq. 8), on pretrained text encoder layers and ViT blocks.
 
 Queries come from the branch's own tokens; keys and values from [own tokens; generated tokens of
 the other modality]:
 
     T^{l+1} = FFN(Softmax(T W^Q [T W^K; V_hat W^K]^T / sqrt(d_k)) [T W^V; V_hat W^V])
 
-The wrappers REUSE the pretrained layer's modules (BERT: ``attention.self.{query,key,value}``,
-``attention.output``, ``intermediate``, ``output``; timm ViT ``Block``: ``norm1``, ``attn.qkv``,
-``attn.proj``, ``ls1``, ``norm2``, ``mlp``, ``ls2``) and only re-run the attention over the longer
-key sequence, so the BERT layer keeps its post-norm and the ViT block its pre-norm (``norm1`` is
-applied to the generated tokens too, as to any token entering the block). Without extra tokens the
-wrapped layer's own ``forward`` runs (a plain BERT layer / ViT block). Masked keys (padding, missing
-crops) get exactly zero attention weight.
+The wrappers REUSE the pretrained layer's modules and only re-run the attention over the longer key
+sequence:
+
+* ``HybridTextLayer`` wraps a BERT-family encoder layer from transformers -- ``BertLayer``,
+  ``RobertaLayer`` or ``XLMRobertaLayer`` (model types ``bert``, ``roberta``, ``xlm-roberta``), which
+  share one layout: ``attention.self.{query,key,value}``, ``attention.output`` (dense, dropout,
+  add & LayerNorm), ``intermediate``, ``output``. The layer keeps its post-norm.
+* ``HybridViTBlock`` wraps any timm ViT ``Block`` with timm's standard ``Attention`` (``norm1``,
+  ``attn.qkv``, ``attn.q_norm``/``k_norm``, ``attn.norm``, ``attn.proj``, ``ls1``, ``norm2``, ``mlp``,
+  ``ls2``): CLIP ViT-B/32 and ViT-L/14 alike (the patch size only matters to the embedding). The
+  block keeps its pre-norm (``norm1`` is applied to the generated tokens too, as to any token
+  entering the block).
+
+Without extra tokens the wrapped layer's own ``forward`` runs (a plain encoder layer / ViT block).
+Masked keys (padding, missing crops) get exactly zero attention weight. Anything else (DistilBERT's
+``TransformerBlock``, ALBERT, GPT-2, a timm ``ResPostBlock`` or rotary attention, ...) is a
+``TypeError`` when it is wrapped.
 """
 
 from __future__ import annotations
@@ -19,8 +29,15 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
+from transformers.models.bert.modeling_bert import BertLayer
+from transformers.models.roberta.modeling_roberta import RobertaLayer
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLayer
 
 from bga_mner.models.attention import attend, merge_heads, split_heads
+from bga_mner.models.backbones import SUPPORTED_TEXT, check_vit_block
+
+# the transformers encoder layers HybridTextLayer wraps (one per supported text family)
+TEXT_LAYER_TYPES: tuple[type[nn.Module], ...] = (BertLayer, RobertaLayer, XLMRobertaLayer)
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -28,23 +45,35 @@ def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, float("-inf"))[:, None, None]
 
 
-class HybridBertLayer(nn.Module):
-    """A pretrained ``BertLayer`` whose self-attention can also attend to generated tokens.
+class HybridTextLayer(nn.Module):
+    """A pretrained BERT-family encoder layer whose self-attention can also attend to generated tokens.
 
     Args:
-        layer: a transformers ``BertLayer`` (post-norm encoder layer, absolute positions).
+        layer: a transformers ``BertLayer``, ``RobertaLayer`` or ``XLMRobertaLayer`` (post-norm
+            encoder layer, absolute positions, no cross-attention).
+
+    Raises:
+        TypeError: ``layer`` is of another class (DistilBERT, ALBERT, GPT-2, ...).
+        ValueError: the layer is a decoder layer or its projections are not square.
     """
 
     def __init__(self, layer: nn.Module):
         super().__init__()
+        if not isinstance(layer, TEXT_LAYER_TYPES):
+            names = ", ".join(t.__name__ for t in TEXT_LAYER_TYPES)
+            raise TypeError(f"text layer is a {type(layer).__name__}; the hybrid text layer wraps {names} "
+                            f"({SUPPORTED_TEXT})")
+        if layer.is_decoder or getattr(layer, "crossattention", None) is not None:
+            raise ValueError(f"{type(layer).__name__} is a decoder layer; encoder layers only (no cross-attention)")
         sa = layer.attention.self
         d = layer.attention.output.dense.out_features
         for name in ("query", "key", "value"):
             proj = getattr(sa, name)
-            assert isinstance(proj, nn.Linear) and proj.weight.shape == (d, d), \
-                f"BertLayer.attention.self.{name}: expected Linear({d}, {d}), got {proj}"
-        assert sa.num_attention_heads * sa.attention_head_size == d
-        assert getattr(layer, "crossattention", None) is None, "encoder layers only (no cross-attention)"
+            if not isinstance(proj, nn.Linear) or proj.weight.shape != (d, d):
+                raise ValueError(f"{type(layer).__name__}.attention.self.{name}: expected Linear({d}, {d}), got {proj}")
+        if sa.num_attention_heads * sa.attention_head_size != d:
+            raise ValueError(f"{type(layer).__name__}: {sa.num_attention_heads} heads x {sa.attention_head_size} "
+                             f"!= hidden size {d}")
         self.layer = layer
         self.dim, self.heads = d, sa.num_attention_heads
 
@@ -54,7 +83,7 @@ class HybridBertLayer(nn.Module):
 
         Args:
             hidden: (B, N, d) the branch's tokens; keep: (B, N) bool, real tokens.
-            extra: (B, M, d) generated tokens of the other modality (None: plain BERT layer).
+            extra: (B, M, d) generated tokens of the other modality (None: the plain encoder layer).
             extra_keep: (B, M) bool, which extra tokens may be attended (default all).
             return_attention: also return the attention weights (B, h, N, N + M).
         """
@@ -79,24 +108,32 @@ class HybridViTBlock(nn.Module):
     """A pretrained timm ViT ``Block`` (pre-norm) whose attention can also attend to generated tokens.
 
     Args:
-        block: a timm ``vision_transformer.Block`` with a fused ``attn.qkv``.
+        block: a timm ``vision_transformer.Block`` with timm's standard ``Attention`` (fused ``qkv``),
+            of any ViT (patch 32 or 14, CLIP or original).
+
+    Raises:
+        TypeError: another block or attention class (``backbones.check_vit_block``).
+        ValueError: gated attention or projections of unexpected shape.
     """
 
     def __init__(self, block: Block):
         super().__init__()
+        check_vit_block(block)
         attn = block.attn
         d = block.norm1.normalized_shape[0]
-        assert isinstance(block, Block), f"expected a timm vision_transformer.Block, got {type(block).__name__}"
-        assert isinstance(attn.qkv, nn.Linear) and attn.qkv.weight.shape == (3 * d, d), \
-            f"Block.attn.qkv: expected Linear({d}, {3 * d}), got {attn.qkv}"
-        assert attn.proj.weight.shape == (d, d), f"Block.attn.proj: expected Linear({d}, {d})"
-        assert getattr(attn, "gate", None) is None, "gated attention is not supported"
+        inner = attn.num_heads * attn.head_dim  # attn_dim: d unless attn_head_dim was set
+        if not isinstance(attn.qkv, nn.Linear) or attn.qkv.weight.shape != (3 * inner, d):
+            raise ValueError(f"Block.attn.qkv: expected Linear({d}, {3 * inner}), got {attn.qkv}")
+        if attn.proj.weight.shape != (d, inner):
+            raise ValueError(f"Block.attn.proj: expected Linear({inner}, {d}), got {attn.proj}")
+        if getattr(attn, "gate", None) is not None:
+            raise ValueError("gated timm attention (attn.gate) is not supported by the hybrid ViT block")
         self.block = block
         self.dim, self.heads = d, attn.num_heads
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, extra: torch.Tensor | None = None,
                 extra_keep: torch.Tensor | None = None, return_attention: bool = False):
-        """One block; arguments as in ``HybridBertLayer.forward`` (``x``: (B, Nv, d) visual tokens)."""
+        """One block; arguments as in ``HybridTextLayer.forward`` (``x``: (B, Nv, d) visual tokens)."""
         b = self.block
         if extra is None:
             assert not return_attention, "attention weights are only exposed for the hybrid path"
@@ -104,7 +141,7 @@ class HybridViTBlock(nn.Module):
         if extra_keep is None:
             extra_keep = torch.ones(extra.shape[:2], dtype=torch.bool, device=extra.device)
         attn, n = b.attn, x.shape[1]
-        qkv = attn.qkv(b.norm1(torch.cat([x, extra], dim=1)))  # (B, N + M, 3d)
+        qkv = attn.qkv(b.norm1(torch.cat([x, extra], dim=1)))  # (B, N + M, 3 h dh)
         q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N + M, dh)
         q, k = attn.q_norm(q[:, :, :n]), attn.k_norm(k)  # queries: own tokens only
         context, weights = attend(q, k, v, torch.cat([keep, extra_keep], 1), attn.scale,

@@ -1,12 +1,11 @@
-"""Analyses of a trained run: generative alignment (Fig. 3), sampled content (Fig. 4) and F1 on
-the synthetic set's ambiguous names.
+"""Generative alignment (Fig. 3) in numbers: do a tweet's generated visual features retrieve its image?
 
-**Generative alignment (Fig. 3).** For each held-out tweet WITH an image, the text branch alone
-(image-free, ``visual=False``) generates the pseudo visual tokens V_hat^l; the visual branch
-encodes the real image into V^l (the tokens the generation loss of Eq. 5 compares V_hat^l with).
-Both are pooled over the image's real visual tokens, and the generated features of each tweet
-rank all held-out images by cosine similarity: recall@k is the share of tweets whose own image
-is among the top k (ties count against it), against chance k/n. Choices (the paper is silent):
+For each held-out tweet WITH an image, the text branch alone (image-free, ``visual=False``)
+generates the pseudo visual tokens V_hat^l; the visual branch encodes the real image into V^l (the
+tokens the generation loss of Eq. 5 compares V_hat^l with). Both are pooled over the image's real
+visual tokens, and the generated features of each tweet rank all held-out images by cosine
+similarity: recall@k is the share of tweets whose own image is among the top k (ties count against
+it), against chance k/n. Choices (the paper is silent):
 
 * Tokens are centred over channels before pooling. The generation loss is a KL divergence
   between channel softmaxes, which ignores a per-token shift, so only the centred token
@@ -18,68 +17,20 @@ is among the top k (ties count against it), against chance k/n. Choices (the pap
   is trained to align (Eq. 11 averages the losses over layers), and no single level is privileged;
   the per-layer recalls are reported too (``layers=<index>`` or ``"last"`` select one).
 
-**Ambiguous names.** :func:`ambiguous_f1` scores only the entities that cover an ambiguous word
-position of the synthetic ``meta.json`` (names such as "Jordan" whose type only the image tells):
-gold entities covering such a position, and predicted entities overlapping one.
+The plots of these numbers are in :mod:`bga_mner.analysis.alignment_plots`.
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import move_data_to_device
 from torch import nn
 
-from bga_mner.data.conll import Tweet, read_conll
-from bga_mner.data.spans import Span, bio_to_spans
-from bga_mner.metrics import Scores, span_scores
 
-# --------------------------------------------------------------------------- loading a run
-
-
-@dataclass
-class LoadedRun:
-    """A finished run ready for analysis: its system (eval mode, visual branch built) and data."""
-
-    run_dir: Path
-    config: DictConfig
-    system: Any          # bga_mner.system.MNERSystem
-    datamodule: Any      # bga_mner.data.datamodule.MNERDataModule (set up, images on)
-
-    @property
-    def model(self) -> nn.Module:
-        return self.system.model
-
-
-def load_run(run_dir: str | Path, checkpoint: str = "checkpoints/best.ckpt") -> LoadedRun:
-    """Rebuild a run's network from its Lightning checkpoint and its data module (with images).
-
-    Args:
-        run_dir: the run folder (docs/ARCHITECTURE.md).
-        checkpoint: the checkpoint inside it (the visual branch needs ``best.ckpt``).
-    """
-    from bga_mner.data.datamodule import MNERDataModule
-    from bga_mner.inference import build_system, read_checkpoint
-    from bga_mner.models.backbones import load_tokenizer
-
-    run_dir = Path(run_dir)
-    ckpt = read_checkpoint(run_dir / checkpoint)
-    use_mcg = bool(ckpt.config.model.use_mcg)
-    system = build_system(ckpt, build_visual=use_mcg)
-    cfg = system.cfg.copy()
-    cfg.data.use_images = use_mcg
-    cfg.data.modality_missing = False  # the analysis needs the real test images
-    datamodule = MNERDataModule.from_config(cfg, load_tokenizer(cfg.model.text_encoder))
-    datamodule.setup("test")
-    return LoadedRun(run_dir, cfg, system, datamodule)
-
-
-# --------------------------------------------------------------------------- Fig. 3
 @dataclass
 class Retrieval:
     """Image retrieval by generated visual features (Fig. 3).
@@ -93,6 +44,8 @@ class Retrieval:
         similarity: (n, n) cosine similarity, row i = generated features of tweet i, column j =
             real features of image j.
         ids: the image ids of the rows/columns.
+        layer_similarity: (N, n, n) the similarity of each BGA layer alone (``similarity`` is
+            their mean, or one of them).
     """
 
     recall_at_1: float
@@ -104,6 +57,19 @@ class Retrieval:
     per_layer: list[float] = field(default_factory=list)
     similarity: torch.Tensor | None = field(default=None, repr=False)
     ids: list[str] = field(default_factory=list, repr=False)
+    layer_similarity: torch.Tensor | None = field(default=None, repr=False)
+
+    def recall_curve(self, ks: Sequence[int], layer: int | None = None) -> list[float]:
+        """Recall@k for each k of ``ks``: of the scored similarity (``layer=None``) or of one BGA
+        layer alone (0-based)."""
+        sim = self.similarity if layer is None else self.layer_similarity[layer]
+        if sim is None:
+            raise ValueError("this Retrieval holds no similarity matrix")
+        return [recall_at_k(sim, k) for k in ks]
+
+    def chance_curve(self, ks: Sequence[int]) -> list[float]:
+        """Recall@k of a random ranking: min(k, n) / n."""
+        return [min(k, self.n) / self.n for k in ks]
 
     def summary(self) -> dict[str, Any]:
         """The numbers as a plain dict (for JSON or printing)."""
@@ -140,15 +106,31 @@ def _capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[torch.Tensor
             h.remove()
 
 
-def _to(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def _select(batch: Mapping[str, Any], keep: torch.Tensor) -> dict[str, Any]:
     """The rows of a batch where ``keep`` (B,) is true."""
     idx = keep.nonzero().flatten().tolist()
     return {k: v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in idx]
             for k, v in batch.items()}
+
+
+def _batch_features(model: nn.Module, batch: Mapping[str, Any], layers: Sequence[nn.Module]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled generated and real features of a batch whose tweets all have an image.
+
+    Args:
+        model: the ``BGAMNER`` (eval mode, on the batch's device).
+        batch: the batch (only tweets with an image).
+        layers: the visual blocks whose outputs are V^l of the BGA layers.
+
+    Returns:
+        generated (B, N, d_v) and real (B, N, d_v) features.
+    """
+    generated = model(batch, visual=False).generated_visual  # image-free: N x (B, Nv, d_v)
+    with _capture_outputs(layers) as real:
+        model(batch, visual=True)  # real: N x (B, Nv, d_v)
+    keep_v = model.visual_embed.token_mask(batch["crop_mask"])  # (B, Nv) real visual tokens
+    return (torch.stack([masked_mean(_centre(g), keep_v) for g in generated], 1),   # (B, N, d_v)
+            torch.stack([masked_mean(_centre(r), keep_v) for r in real], 1))
 
 
 @torch.no_grad()
@@ -182,13 +164,10 @@ def alignment_features(model: nn.Module, dataloader: Iterable[Mapping[str, Any]]
                 raise KeyError("batches lack image keys: build the data with data.use_images=true")
             if not batch["has_image"].any():
                 continue
-            batch = _to(_select(batch, batch["has_image"].bool()), device)
-            generated = model(batch, visual=False).generated_visual  # image-free: N x (B, Nv, d_v)
-            with _capture_outputs(layers) as real:
-                model(batch, visual=True)
-            keep_v = model.visual_embed.token_mask(batch["crop_mask"])  # (B, Nv) real visual tokens
-            gen_all.append(torch.stack([masked_mean(_centre(g), keep_v) for g in generated], 1))
-            real_all.append(torch.stack([masked_mean(_centre(r), keep_v) for r in real], 1))
+            batch = move_data_to_device(_select(batch, batch["has_image"].bool()), device)
+            generated, real = _batch_features(model, batch, layers)
+            gen_all.append(generated)
+            real_all.append(real)
             ids.extend(batch["ids"])
     finally:
         model.train(was_training)
@@ -223,15 +202,16 @@ def retrieval_from_features(generated: torch.Tensor, real: torch.Tensor, ids: Se
     n, num_layers = generated.shape[:2]
     generated = generated - generated.mean(0, keepdim=True)  # centre on the held-out set: remove
     real = real - real.mean(0, keepdim=True)  # what all tweets/images share (hub images)
-    sims = torch.stack([cosine_matrix(generated[:, l], real[:, l]) for l in range(num_layers)])
+    sims = torch.stack([cosine_matrix(generated[:, l], real[:, l]) for l in range(num_layers)])  # (N, n, n)
     if layers == "mean":
-        sim = sims.mean(0)
+        sim = sims.mean(0)  # (n, n)
     else:
         layers = num_layers - 1 if layers == "last" else int(layers)
         sim = sims[layers]
     return Retrieval(recall_at_1=recall_at_k(sim, 1), recall_at_5=recall_at_k(sim, 5),
                      chance_at_1=1 / n, chance_at_5=min(5, n) / n, n=n, layer=layers,
-                     per_layer=[recall_at_k(s, 1) for s in sims], similarity=sim, ids=list(ids))
+                     per_layer=[recall_at_k(s, 1) for s in sims], similarity=sim, ids=list(ids),
+                     layer_similarity=sims)
 
 
 def alignment_retrieval(model: nn.Module, dataloader: Iterable[Mapping[str, Any]],
@@ -247,85 +227,3 @@ def alignment_retrieval(model: nn.Module, dataloader: Iterable[Mapping[str, Any]
     """
     generated, real, ids = alignment_features(model, dataloader, device, max_batches)
     return retrieval_from_features(generated, real, ids, layers)
-
-
-# --------------------------------------------------------------------------- ambiguous names
-def _spans_to_tags(spans: Iterable[Span], n: int) -> list[str]:
-    tags = ["O"] * n
-    for s in spans:
-        tags[s.start:s.end] = [f"B-{s.type}"] + [f"I-{s.type}"] * (s.end - s.start - 1)
-    return tags
-
-
-def _restrict(tags: Sequence[str], positions: set[int]) -> list[str]:
-    """The tags with only the entities that cover one of ``positions`` (the others become O)."""
-    kept = [s for s in bio_to_spans(tags) if positions.intersection(range(s.start, s.end))]
-    return _spans_to_tags(kept, len(tags))
-
-
-def ambiguous_f1(gold: Sequence[Tweet], predicted: Sequence[Sequence[str]],
-                 ambiguous_positions: Mapping[str, Sequence[int]]) -> dict[str, Any]:
-    """Span P/R/F1 (percent) on the ambiguous names and overall.
-
-    Args:
-        gold: the gold tweets (their ``image_id`` keys ``ambiguous_positions``).
-        predicted: predicted tags, one list per gold tweet.
-        ambiguous_positions: word positions of the ambiguous names of each tweet id (missing: none).
-
-    Returns:
-        ``{"ambiguous": Scores, "overall": Scores, "ambiguous_entities": n gold entities scored}``.
-    """
-    if len(gold) != len(predicted):
-        raise ValueError(f"{len(gold)} gold tweets but {len(predicted)} predictions")
-    gold_amb, pred_amb = [], []
-    for tweet, pred in zip(gold, predicted):
-        if len(pred) != len(tweet.tags):
-            raise ValueError(f"{tweet.image_id}: {len(pred)} predicted tags for {len(tweet.tags)} words")
-        positions = set(ambiguous_positions.get(tweet.image_id, ()))
-        gold_amb.append(_restrict(tweet.tags, positions))
-        pred_amb.append(_restrict(pred, positions))
-    return {"ambiguous": span_scores(gold_amb, pred_amb),
-            "overall": span_scores([t.tags for t in gold], predicted),
-            "ambiguous_entities": sum(len(bio_to_spans(t)) for t in gold_amb)}
-
-
-def synthetic_root(cfg: DictConfig) -> Path:
-    """The synthetic data set folder of a run's config (generated if absent)."""
-    from bga_mner.data.synthetic import SynthConfig, ensure_synthetic
-
-    if cfg.data.name != "synthetic":
-        raise ValueError(f"data.name={cfg.data.name}: the ambiguous-name analysis needs the synthetic set")
-    if cfg.data.root:
-        return Path(cfg.data.root)
-    return ensure_synthetic(cfg.paths.cache_dir, SynthConfig(**(cfg.data.synthetic or {})))
-
-
-def run_ambiguous_f1(run_dir: str | Path) -> dict[str, Any]:
-    """:func:`ambiguous_f1` of a finished synthetic run (its ``predictions/test.conll``).
-
-    Args:
-        run_dir: the run folder (its ``config.yaml`` locates the synthetic set and ``meta.json``).
-    """
-    run_dir = Path(run_dir)
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    root = synthetic_root(cfg)
-    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))["tweets"]
-    gold = read_conll(root / "test.txt", type_map=cfg.data.type_map or {})
-    predicted = {t.image_id: t.tags for t in read_conll(run_dir / "predictions" / "test.conll")}
-    missing = [t.image_id for t in gold if t.image_id not in predicted]
-    if missing:
-        raise ValueError(f"{run_dir / 'predictions' / 'test.conll'}: no prediction for "
-                         f"{len(missing)} test tweets, e.g. {missing[:3]}")
-    positions = {i: m["ambiguous_positions"] for i, m in meta.items()}
-    return ambiguous_f1(gold, [predicted[t.image_id] for t in gold], positions)
-
-
-def format_scores(scores: Mapping[str, Any]) -> str:
-    """One line: ``ambiguous F1 x (n entities), overall F1 y``."""
-    return (f"ambiguous-name F1 {scores['ambiguous']['overall']['f1']:6.2f} "
-            f"({scores['ambiguous_entities']} entities), overall F1 {scores['overall']['overall']['f1']:6.2f}")
-
-
-__all__ = ["LoadedRun", "Retrieval", "alignment_features", "alignment_retrieval", "ambiguous_f1",
-           "cosine_matrix", "format_scores", "load_run", "masked_mean", "recall_at_k",
-           "retrieval_from_features", "run_ambiguous_f1", "synthetic_root"]

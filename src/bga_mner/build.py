@@ -1,0 +1,241 @@
+"""Building the parts of a run from its config: data module, trainer, callbacks and loggers.
+
+Below the commands: ``training.run_fit``, ``evaluation.evaluate``, ``benchmark.run_bench``, the demo
+and the analyses build through these functions, and nothing here parses arguments or prints.
+Whether a run reads images (``data.use_images``) is decided here, once (:func:`decide_images`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import string
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from bga_mner.atomic import atomic_write, atomic_write_text
+from bga_mner.run import git_commit, model_name
+
+Stage = Literal["fit", "test", "analysis"]
+
+
+def reads_images(cfg: DictConfig, stage: Stage) -> bool:
+    """Whether a run of ``cfg`` at ``stage`` needs the images.
+
+    * fit: BGA-MNER trains on them (Eqs. 5-7); BERT-CRF (``model.use_mcg=false``) never looks at
+      one. ``data.use_images=false`` is kept (a text-only data set).
+    * test: evaluation is image-free, unless ``model.inference_visual=real`` (Table 4).
+    * analysis: the alignment and mask analyses of a BGA-MNER run encode the real images.
+    """
+    bga = bool(cfg.model.use_mcg)
+    if stage == "fit":
+        return bga and bool(cfg.data.use_images)
+    if stage == "test":
+        return bga and cfg.model.inference_visual == "real" and bool(cfg.data.use_images)
+    if stage == "analysis":
+        return bga
+    raise ValueError(f"unknown stage {stage!r}; expected fit, test or analysis")
+
+
+def decide_images(cfg: DictConfig, stage: Stage) -> DictConfig:
+    """A copy of ``cfg`` whose ``data.use_images`` says what :func:`reads_images` decided (the run's
+    saved config.yaml then tells whether it read images)."""
+    cfg = cfg.copy()
+    cfg.data.use_images = reads_images(cfg, stage)
+    return cfg
+
+
+def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> L.LightningDataModule:
+    """The data module of a config (``data:``, ``seed``, ``paths:``) with its encoder's tokenizer.
+
+    Args:
+        cfg: the merged config (``data.use_images`` as :func:`decide_images` left it).
+        run_dir: where a data-limited run saves ``train_subset.json`` (None: not saved).
+    """
+    from bga_mner.data.datamodule import MNERDataModule
+    from bga_mner.models.backbones import load_tokenizer
+
+    return MNERDataModule.from_config(cfg, load_tokenizer(cfg.model.text_encoder), run_dir=run_dir)
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``L.Trainer`` keyword arguments from the ``trainer:`` section."""
+    return dict(OmegaConf.to_container(cfg.trainer, resolve=True))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints (``best.ckpt``, ``last.ckpt``) written by ``atomic.atomic_write``: a
+    temporary file in the checkpoint's folder renamed into place, never a truncated file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """``L.Trainer`` of the ``trainer:`` section, ``kwargs`` (loggers, callbacks, ...) over it.
+    Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless ``plugins`` is given."""
+    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+    return L.Trainer(**(trainer_kwargs(cfg) | kwargs))
+
+
+class EpochTimer(Callback):
+    """Wall-clock seconds of each training epoch (its training steps and its dev evaluation).
+    The list is part of the checkpoints, so a resumed run's mean counts the epochs before the
+    interruption too."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": list(self.seconds)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds = [float(s) for s in state_dict.get("seconds", [])]
+
+
+class ResumeState(Callback):
+    """What an exact resume needs beyond Lightning's checkpoint (weights, optimizer, scheduler,
+    loops, callbacks, the data module's ``state_dict``, which holds the train loader's shuffling
+    generator): the global random streams as they were when the checkpoint was saved, i.e. the
+    torch (CPU, and CUDA where initialised), Python and NumPy generators (dropout, the samplers'
+    Gumbel noise). They are put back when training (re)starts (``on_train_start``: after the
+    sanity check, before the first resumed epoch draws anything), so epoch k+1 of a run resumed
+    from the end of epoch k draws what the uninterrupted run drew.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            # plain types: checkpoints are read with torch.load(weights_only=True)
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        import numpy as np
+
+        torch.set_rng_state(state["torch"])
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def best_checkpoint(run_dir: Path) -> ModelCheckpoint:
+    """Keeps ``checkpoints/best.ckpt``, the epoch of the highest dev F1 (model selection on dev),
+    and ``checkpoints/last.ckpt``, the end of the latest epoch (what ``fit --resume`` continues
+    from; the run removes it once finished)."""
+    return ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/f1",
+                           mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False,
+                           enable_version_counter=False)
+
+
+def wandb_tags(cfg: DictConfig) -> list[str]:
+    """Data set, seed, profile, model and every switch that departs from the full model."""
+    tags = [str(cfg.data.name), f"seed{cfg.seed}", str(cfg.run.profile), model_name(cfg)]
+    bga = bool(cfg.model.use_mcg)  # the BGA switches mean nothing for BERT-CRF
+    switches = {"no-scs": bga and not cfg.model.use_scs,
+                "no-cycle": bga and not cfg.model.use_cycle,
+                "inference-real-visual": bga and cfg.model.inference_visual == "real",
+                "modality-missing": bool(cfg.data.modality_missing),
+                "text-only-data": not cfg.data.use_images}
+    tags += [name for name, on in switches.items() if on]
+    if cfg.data.train_limit:
+        tags.append(f"train-limit-{cfg.data.train_limit}")
+    if cfg.data.test_name:
+        tags.append(f"test-{cfg.data.test_name}")
+    return sorted(set(tags) | {str(t) for t in cfg.logging.tags})
+
+
+WANDB_ID_FILE = Path("wandb") / "run_id"
+
+
+def wandb_run_id(run_dir: Path, create: bool = True) -> str:
+    """The W&B run id of a run folder, kept in ``<run>/wandb/run_id`` (made on first use), so that
+    a resumed run logs to the same W&B run: offline, its second ``offline-run-*-<id>`` folder is
+    synced into the same run by ``wandb sync`` (``make wandb-sync``)."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file() and path.read_text(encoding="utf-8").strip():
+        return path.read_text(encoding="utf-8").strip()
+    alphabet = string.ascii_lowercase + string.digits
+    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    if create:
+        atomic_write_text(path, run_id + "\n")
+    return run_id
+
+
+def wandb_settings() -> Any:
+    """W&B's console output off: no banner, no run-history sparklines or run summary at the end
+    (the command prints the run's W&B folder once). ``WANDB_SILENT=false`` in the environment
+    brings W&B's own messages back."""
+    import wandb
+
+    if os.environ.get("WANDB_SILENT", "").lower() in ("false", "0", "no"):
+        return wandb.Settings()
+    return wandb.Settings(silent=True, quiet=True)
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """CSV always; W&B unless ``logging.wandb=false`` (mode: env ``WANDB_MODE``, else config), under
+    the run folder's W&B id (:func:`wandb_run_id`; a resumed run continues its W&B run), silent on
+    the console (:func:`wandb_settings`)."""
+    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="csv", version="")]
+    if cfg.logging.wandb:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["git_commit"] = cfg.run.git_commit or git_commit()
+        from lightning.pytorch.utilities import rank_zero_only
+
+        wandb_logger = WandbLogger(
+            name=str(cfg.run.name), save_dir=str(run_dir), project=str(cfg.logging.wandb_project),
+            group=str(cfg.logging.group or cfg.run.experiment or cfg.data.name),
+            tags=wandb_tags(cfg), config=config,
+            id=wandb_run_id(run_dir, create=rank_zero_only.rank == 0), resume="allow",
+            mode=os.environ.get("WANDB_MODE") or str(cfg.logging.wandb_mode),
+            settings=wandb_settings())
+        init_args = getattr(wandb_logger, "_wandb_init", {})
+        if "anonymous" in init_args and init_args["anonymous"] is None:
+            del init_args["anonymous"]  # Lightning passes anonymous=None: W&B warns it is deprecated
+        loggers.append(wandb_logger)
+    return loggers

@@ -1,0 +1,202 @@
+"""Run results: loading ``results.json``/``params.json``, classifying runs and aggregating seeds.
+
+Every ``results.json`` under a runs folder is read (docs/ARCHITECTURE.md) and classified by what it
+measures, the :class:`Setting`. Runs of one setting that differ only in seed are aggregated (mean
+and sample std over seeds, :class:`Stat`), so a setting shared by two tables is trained once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from omegaconf import OmegaConf
+
+# the package's logger, as before the split into modules (log filters and formats keep matching)
+log = logging.getLogger(__package__)
+
+TYPES = ("PER", "LOC", "ORG", "MISC")
+OVERALL = ("precision", "recall", "f1")
+PAPER_DATASETS = ("twitter2015", "twitter2017")
+PARAMS_FILE = "params.json"
+
+Sections = dict[tuple[str, str], list["RunResult"]]
+
+
+@lru_cache(maxsize=1)
+def paper_results() -> dict[str, Any]:
+    """The paper's numbers (``resources/paper_results.yaml``) as plain dicts."""
+    text = resources.files("bga_mner").joinpath("resources/paper_results.yaml").read_text("utf-8")
+    return OmegaConf.to_container(OmegaConf.create(text))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a run measures; runs with equal settings differ only in seed."""
+
+    model: str                 # bga-mner | bert-crf
+    dataset: str               # training set
+    test_dataset: str          # = dataset, or the target of a cross-domain run
+    profile: str = "full"
+    use_scs: bool = True
+    use_cycle: bool = True
+    inference_visual: str = "generated"
+    train_limit: int | None = None
+    modality_missing: bool = False
+
+    @property
+    def standard(self) -> bool:
+        """Trained on the full training set, tested in-domain with generated visual and images."""
+        return (self.train_limit is None and not self.modality_missing
+                and self.inference_visual == "generated" and self.test_dataset == self.dataset)
+
+    def is_full(self, **changes: Any) -> bool:
+        """Full BGA-MNER (all switches on) up to ``changes`` (field=value)."""
+        want = dict(model="bga-mner", use_scs=True, use_cycle=True, inference_visual="generated",
+                    train_limit=None, modality_missing=False) | changes
+        return all(getattr(self, k) == v for k, v in want.items())
+
+
+@dataclass
+class RunResult:
+    """One ``results.json``: its path, seed, setting and the test metrics."""
+
+    path: Path
+    seed: int
+    setting: Setting
+    test: dict[str, dict[str, float]]
+    experiment: str | None = None
+
+
+def setting_of(data: Mapping[str, Any]) -> Setting:
+    cfg = data.get("config") or {}
+    model_cfg, data_cfg = cfg.get("model") or {}, cfg.get("data") or {}
+    use_mcg = model_cfg.get("use_mcg", True)
+    model = data.get("model") or ("bga-mner" if use_mcg else "bert-crf")
+    bert_crf = model == "bert-crf"  # the switches do not matter for it: normalise them
+    return Setting(
+        model=model, dataset=data["dataset"], test_dataset=data.get("test_dataset") or data["dataset"],
+        profile=data.get("profile") or "full",
+        use_scs=True if bert_crf else bool(model_cfg.get("use_scs", True)),
+        use_cycle=True if bert_crf else bool(model_cfg.get("use_cycle", True)),
+        inference_visual="generated" if bert_crf else model_cfg.get("inference_visual", "generated"),
+        train_limit=data_cfg.get("train_limit"),
+        modality_missing=bool(data_cfg.get("modality_missing", False)),
+    )
+
+
+def _read_run(path: Path) -> RunResult:
+    """One ``results.json``; a malformed file is a ``ValueError`` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        run = RunResult(path=path, seed=int(data["seed"]), setting=setting_of(data),
+                        test=data["test"], experiment=data.get("experiment"))
+        run.test["overall"]["f1"]  # noqa: B018 - required key
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a valid results.json ({type(err).__name__}: {err})") from err
+    return run
+
+
+def load_results(runs_dir: str | Path) -> list[RunResult]:
+    """Every ``results.json`` under ``runs_dir`` (recursively), sorted by path.
+
+    A malformed file is a ``ValueError`` naming it. Of several runs with the same setting and seed,
+    the newest file is kept and the others are logged as skipped.
+
+    Args:
+        runs_dir: folder searched recursively for ``results.json``.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: runs folder not found")
+    latest: dict[tuple[Setting, int], RunResult] = {}
+    for path in sorted(runs_dir.rglob("results.json")):
+        run = _read_run(path)
+        key = (run.setting, run.seed)
+        if key in latest:
+            old, new = sorted([latest[key], run], key=lambda r: r.path.stat().st_mtime)
+            log.warning("%s: same setting and seed as %s; keeping the newer", old.path, new.path)
+            run = new
+        latest[key] = run
+    return sorted(latest.values(), key=lambda r: str(r.path))
+
+
+def load_params(runs_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``params.json`` (``bga-mner params --json`` output) under ``runs_dir``.
+
+    Args:
+        runs_dir: folder searched recursively for ``params.json``.
+    """
+    return [(p, json.loads(p.read_text(encoding="utf-8"))) for p in sorted(Path(runs_dir).rglob(PARAMS_FILE))]
+
+
+@dataclass
+class Stat:
+    """Mean and sample std of one metric over seeds (std None for a single seed)."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    def __str__(self) -> str:
+        if not self.values:
+            return "—"
+        return f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "")
+
+
+def metric(runs: Sequence[RunResult], group: str, name: str = "f1") -> Stat:
+    """``test[group][name]`` over ``runs``.
+
+    Args:
+        runs: the runs (seeds) to aggregate.
+        group: overall, PER, LOC, ORG or MISC; runs without it are left out.
+        name: precision, recall or f1.
+    """
+    return Stat([float(r.test[group][name]) for r in runs if group in r.test])
+
+
+def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sections:
+    """Runs whose setting satisfies ``pred``, grouped by (section, profile) where section is the
+    data set, or ``source->target`` for a cross-domain run.
+
+    Args:
+        results: the runs to choose from.
+        pred: which settings to keep.
+
+    Returns:
+        {(section, profile): runs}, the paper's data sets first, then sorted.
+    """
+    out: Sections = {}
+    for r in results:
+        if pred(r.setting):
+            s = r.setting
+            section = s.dataset if s.test_dataset == s.dataset else f"{s.dataset}->{s.test_dataset}"
+            out.setdefault((section, s.profile), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0] not in PAPER_DATASETS, kv[0])))
+
+
+def fig5_series(results: Sequence[RunResult]) -> dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]]:
+    """Data-limited runs as {(dataset, profile): {model: {train_limit: runs}}}.
+
+    Args:
+        results: all runs; only the data-limited, in-domain ones of BERT-CRF and full BGA-MNER count.
+    """
+    out: dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]] = {}
+    limited = select(results, lambda s: s.train_limit is not None and s.test_dataset == s.dataset
+                     and not s.modality_missing and (s.model == "bert-crf" or s.is_full(train_limit=s.train_limit)))
+    for key, runs in limited.items():
+        for r in runs:
+            out.setdefault(key, {}).setdefault(r.setting.model, {}).setdefault(r.setting.train_limit, []).append(r)
+    return out

@@ -18,6 +18,18 @@ SMOKE_FIT = ("run.profile=smoke", "data.synthetic.train=32", "data.synthetic.val
              "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models on a shared 2-core machine run fastest so, and
+    single-threaded numbers are bit-for-bit repeatable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory) -> Path:
     """``paths.cache_dir`` shared by the session's smoke fits (synthetic set + image cache)."""

@@ -31,17 +31,9 @@ ALIGNMENT = ["run.profile=smoke", "data.synthetic.names_per_type=6", "data.synth
 STEPS = 300
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the measured numbers are single-threaded (bit-for-bit repeatable)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer: logs go nowhere
-def test_generated_visual_features_retrieve_their_own_image(tmp_path, one_thread):
+def test_generated_visual_features_retrieve_their_own_image(tmp_path, one_thread):  # bit-for-bit repeatable
     cfg = load_config(overrides=[*ALIGNMENT, f"paths.cache_dir={tmp_path}"])
     torch.manual_seed(0)
     data = MNERDataModule.from_config(cfg, load_tokenizer(cfg.model.text_encoder))

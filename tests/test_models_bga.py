@@ -13,13 +13,8 @@ from bga_mner.models.bga_mner import VISUAL_ONLY
 from bga_mner.models.sampler import ContextSampler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models on a shared 2-core machine run fastest on one thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loss(model, batch):

@@ -10,11 +10,20 @@
 # run's results.json. To redo a run, delete its folder and make the target again: the run and
 # everything derived from it are recomputed (an evaluation older than its trained run is replaced,
 # `--replace`). Two makes on the same RUNS do not collide: a run folder in use is refused.
-#   SEEDS='42 43 44'  one run per seed; the report shows mean ± std
+#   SEEDS='42 43 44 45 46'  one run per seed (the default; PROFILE=smoke: 42); the report shows mean ± std,
+#                     95% CIs and, with 2 or more seeds, significance tests (docs/statistics.md)
 #   PROFILE=smoke     synthetic set, tiny models, CPU: the data set loop collapses to `synthetic`
 #   RUNS=DIR          where the runs and the report go
 #   DATA_DIR=DIR      where the data sets are (default: paths.data_dir of the config defaults)
 #   FIG5_SIZES='50 100 200 400'  training-set sizes of the data-efficiency runs
+#   GPUS='0 1 2 3'    with make -j 4: each run (fit or evaluation) takes a GPU slot of its own,
+#                     CUDA_VISIBLE_DEVICES=<slot>, and waits while all are busy ('0,1 2,3': two GPUs
+#                     per run); bga_mner/gpu_slots.py. GPU_SLOTS_DIR=DIR: the slots' lock folder
+#   OVERRIDES='k=v'   appended to every fit and evaluation: how a run runs (trainer.devices=2, ...),
+#                     not which runs exist (the run names, and so what is finished, stay the same)
+# `bga-mner sweep TARGET` (SLURM job arrays, or local) reads its plan from `make -n TARGET
+# SWEEP_PLAN=1`: each unfinished run's recipe line then starts `sweep-plan <its results.json>
+# <the results.json it needs first, or -> `, and each job makes its run's results.json.
 
 EXP        := experiments
 FIG5_SIZES ?= 50 100 200 400
@@ -28,10 +37,17 @@ REPORT      = $(BGA) report $(RUNS)
 
 run_path = $(RUNS)/$(1)/results.json
 
+OVERRIDES     ?=
+GPU_SLOTS_DIR ?=
+GPU_SLOT       = $(if $(strip $(GPUS)),$(BIN)/python -m bga_mner.gpu_slots --gpus '$(strip $(GPUS))'$(if $(GPU_SLOTS_DIR), --lock-dir $(GPU_SLOTS_DIR)) -- )
+# The start of a run's recipe line: its GPU slot, or with SWEEP_PLAN its plan entry.
+# $(1): the run's results.json, $(2): the results.json it needs first (- for none).
+run_prefix = $(if $(SWEEP_PLAN),sweep-plan $(1) $(2) ,$(GPU_SLOT))
+
 # One run. $(1): run name, $(2): experiment folder, $(3): data set, $(4): seed, $(5): more overrides.
 define FIT_RULE
 $(call run_path,$(1)): | $(STAMP)
-	$(BGA) fit --resume --config $(EXP)/$(2)/config.yaml run.name=$(1) data.name=$(3) seed=$(4) $(FIT_COMMON) $(5)
+	$(call run_prefix,$(call run_path,$(1)),-)$(BGA) fit --resume --config $(EXP)/$(2)/config.yaml run.name=$(1) data.name=$(3) seed=$(4) $(FIT_COMMON) $(5) $(OVERRIDES)
 endef
 
 # One evaluation of a trained run, no training. $(1): run name, $(2): experiment folder (its
@@ -39,7 +55,7 @@ endef
 # run's results.json is newer (the run was redone): --replace replaces the stale evaluation.
 define TEST_RULE
 $(call run_path,$(1)): $(call run_path,$(3)) | $(STAMP)
-	$(BGA) test --ckpt $(RUNS)/$(3)/checkpoints/best.ckpt --config $(EXP)/$(2)/config.yaml --out $(RUNS)/$(1) --replace $(TEST_COMMON)
+	$(call run_prefix,$(call run_path,$(1)),$(call run_path,$(3)))$(BGA) test --ckpt $(RUNS)/$(3)/checkpoints/best.ckpt --config $(EXP)/$(2)/config.yaml --out $(RUNS)/$(1) --replace $(TEST_COMMON) $(OVERRIDES)
 endef
 
 # $(call fit,NAME,EXPERIMENT,DATASET,SEED,OVERRIDES): define the run's rule, return its file.

@@ -68,6 +68,12 @@ def test_fit_writes_every_run_file(smoke_run, smoke_cache):
     (gold_file,) = smoke_cache.glob("synthetic-*/test.txt")
     gold = read_conll(gold_file)
     assert [(t.image_id, t.words) for t in predictions] == [(t.image_id, t.words) for t in gold]
+    # the per-tweet span counts behind the test scores (the report's CIs and tests resample them)
+    counts = json.loads((run_dir / "predictions" / "test_counts.json").read_text())
+    assert counts["ids"] == [t.image_id for t in gold] and len(counts["tp"]) == len(gold)
+    tp, n_pred, n_gold = (sum(map(sum, counts[k])) for k in ("tp", "n_pred", "n_gold"))
+    assert n_gold == sum(1 for t in gold for tag in t.tags if tag.startswith("B-"))
+    assert 200.0 * tp / (n_pred + n_gold) == pytest.approx(results["test"]["overall"]["f1"])
     with open(run_dir / "csv" / "metrics.csv") as f:
         columns = next(csv.reader(f))
     assert {"train/loss", "train/mner", "train/recon", "train/cycle", "val/f1", "val/precision",

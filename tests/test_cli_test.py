@@ -60,6 +60,8 @@ def test_out_writes_a_run_folder_with_the_source_runs_training_facts(evaluations
     assert OmegaConf.to_container(OmegaConf.load(missing / "config.yaml")) == results["config"]
     assert (missing / "predictions" / "test.conll").read_text() == \
         (runs / "bga_mner-synthetic-seed42" / "predictions" / "test.conll").read_text()
+    assert (missing / "predictions" / "test_counts.json").read_text() == \
+        (runs / "bga_mner-synthetic-seed42" / "predictions" / "test_counts.json").read_text()
     assert not (missing / "checkpoints").exists()  # an evaluation saves no weights
 
 

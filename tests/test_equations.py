@@ -364,16 +364,18 @@ def test_eq8_in_training_each_branch_attends_to_the_generated_other_modality():
     model, batch = tiny_model().train(), make_batch()
     out, trace = traced(model, batch)
     keep_t, _ = valid_masks(batch)
-    proj_t, proj_v = trace("visual_to_text"), trace("text_to_visual")
-    assert len(proj_t) == N_BGA and len(proj_v) == N_BGA - 1  # the last visual output feeds nothing
+    proj_v = trace("text_to_visual")
+    assert len(proj_v) == N_BGA - 1  # the last visual output feeds nothing
     for l in range(N_BGA):
         gen = trace.generators(l)
         text_scs, visual_scs = trace(f"text_sampler{l}")[0], trace(f"visual_sampler{l}")[0]
-        # text: T^{l+1} = Hybrid_t(T^l, [T^l; V_hat^l]), V_hat^l mapped to the text width
-        assert same(proj_t[l].args[0], gen["t2v"].out) and not same(proj_t[l].args[0], visual_scs.arg(0, "tokens"))
+        # text: T^{l+1} = Hybrid_t(T^l, [T^l; V_hat^l]), V_hat^l mapped to the text width by
+        # visual_to_text, which the layer composes into its key/value maps (extra_proj)
         (layer,) = trace(f"text_layer{l + 1}")
         assert same(layer.arg(0, "hidden"), text_scs.arg(0, "tokens"))
-        assert same(layer.arg(2, "extra"), proj_t[l].out)
+        extra = layer.arg(2, "extra")
+        assert same(extra, gen["t2v"].out) and not same(extra, visual_scs.arg(0, "tokens"))
+        assert layer.arg(5, "extra_proj") is model.visual_to_text
         extra_keep = layer.arg(3, "extra_keep")
         assert extra_keep is None or extra_keep.all()  # all Nv generated tokens attended
         if l < N_BGA - 1:  # visual: V^{l+1} = Hybrid_v(V^l, [V^l; T_hat^l]), T_hat^l mapped to the ViT width
@@ -390,16 +392,16 @@ def test_eq8_at_evaluation_the_text_attends_to_generated_or_real_visual_tokens(i
     model, batch = tiny_model(f"model.inference_visual={inference_visual}").eval(), make_batch()
     _, keep_v = valid_masks(batch)
     out, trace = traced(model, batch)
-    proj = trace("visual_to_text")
-    assert len(proj) == N_BGA
     for l in range(N_BGA):
-        extra_keep = trace(f"text_layer{l + 1}")[0].arg(3, "extra_keep")
+        (layer,) = trace(f"text_layer{l + 1}")  # its extra tokens, mapped in by visual_to_text (extra_proj)
+        extra_keep, extra = layer.arg(3, "extra_keep"), layer.arg(2, "extra")
+        assert layer.arg(5, "extra_proj") is model.visual_to_text
         if inference_visual == "generated":  # image-free: the visual branch does not even run
             assert not trace("visual_sampler0") and not trace("v2t")
-            assert same(proj[l].args[0], out.generated_visual[l])
+            assert same(extra, out.generated_visual[l])
             assert extra_keep is None or extra_keep.all()
         else:  # Table 4: the real visual tokens of the same level, missing crops masked
-            assert same(proj[l].args[0], trace(f"visual_sampler{l}")[0].arg(0, "tokens"))
+            assert same(extra, trace(f"visual_sampler{l}")[0].arg(0, "tokens"))
             assert torch.equal(extra_keep, keep_v)
 
 

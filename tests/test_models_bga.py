@@ -9,7 +9,7 @@ from models_batch import (NUM_LABELS, TEXT_L3, deep_cfg, image_free, make_batch,
 
 from bga_mner.models import build_model
 from bga_mner.models.backbones import load_text_encoder
-from bga_mner.models.bga_mner import VISUAL_ONLY
+from bga_mner.models.bga_mner import VISUAL_ONLY, component_of
 from bga_mner.models.sampler import ContextSampler
 
 
@@ -145,6 +145,7 @@ def test_use_mcg_false_is_exactly_bert_crf():
         expected = baseline.crf_head(states.gather(1, idx))
         out = baseline(batch)
     torch.testing.assert_close(out.emissions, expected)
+    torch.testing.assert_close(out.text_states, states)  # T^N: BERT's last hidden state
     assert out.layer_losses == [] and out.text_masks == [] and out.generated_visual == []
 
 
@@ -205,3 +206,56 @@ def test_real_features_are_stop_gradient_targets(detach):
     (grad,) = torch.autograd.grad(total, captured["V"])
     assert total > 0
     assert (grad.abs().sum() == 0) == detach
+
+
+def _alone(batch: dict, i: int) -> dict:
+    """Tweet i as a batch of one, cut to its own length (no padding)."""
+    one = select(batch, [i])
+    n = int(one["attention_mask"].sum())
+    return dict(one, input_ids=one["input_ids"][:, :n], attention_mask=one["attention_mask"][:, :n])
+
+
+def test_a_padded_tweet_has_the_generation_terms_it_has_alone():
+    """Padding is no unit anywhere (keep masks, generator memory, the v2t queries of Eqs. 4 and 6 as
+    self-attention keys): each raw term of a batch is the mean of the tweets' own terms."""
+    model = tiny_model("model.generator_layers=2").eval()  # deterministic masks, no dropout; the
+    # second decoder layer's self-attention gets the query padding too
+    batch = make_batch(lengths=(12, 7), words=(6, 4), crops=((1, 0, 1), (1, 1, 0)), has_image=(True, True))
+    with torch.no_grad():
+        both = model(batch, visual=True).layer_losses
+        alone = [model(_alone(batch, i), visual=True).layer_losses for i in range(2)]
+    for l, terms in enumerate(both):
+        for name in ("recon_visual", "recon_text", "cycle_visual", "cycle_text", "keep_ratio_text",
+                     "keep_ratio_visual"):
+            mean = (getattr(alone[0][l], name) + getattr(alone[1][l], name)) / 2
+            torch.testing.assert_close(getattr(terms, name), mean, rtol=1e-4, atol=1e-6, msg=f"layer {l} {name}")
+
+
+def test_component_of_an_unknown_parameter_is_a_key_error():
+    assert component_of("t2v.memory_proj.weight") == "crop pos/projections"  # the longest prefix wins
+    assert component_of("t2v.queries") == "t2v generator"
+    for name in ("pooler.dense.weight", "t2vx.queries"):
+        with pytest.raises(KeyError, match="no known component"):
+            component_of(name)
+
+
+def test_parameter_counts_are_exact_sums_by_module():
+    model = tiny_model()
+
+    def n(*modules) -> int:
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    crop_pos = model.visual_embed.crop_pos_embed.numel()
+    train = {"text encoder": n(model.text_embeddings, model.text_layers),
+             "visual encoder": n(model.visual_embed, model.visual_layers) - crop_pos,
+             "text samplers": n(model.text_samplers), "visual samplers": n(model.visual_samplers),
+             "t2v generator": n(model.t2v) - n(model.t2v.memory_proj),
+             "v2t generator": n(model.v2t) - n(model.v2t.memory_proj),
+             "crop pos/projections": crop_pos + n(model.t2v.memory_proj, model.v2t.memory_proj,
+                                                  model.visual_to_text, model.text_to_visual),
+             "CRF head": n(model.crf_head)}
+    assert sum(train.values()) == n(model)
+    assert model.parameter_counts() == train  # the default counts training
+    inference = {k: train[k] for k in ("text encoder", "text samplers", "t2v generator", "CRF head")}
+    inference["crop pos/projections"] = n(model.t2v.memory_proj, model.visual_to_text)
+    assert model.parameter_counts(inference=True) == inference

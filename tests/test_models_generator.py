@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bga_mner.models.generator import CrossModalGenerator, masked_token_loss, token_kl
@@ -69,3 +70,82 @@ def test_masked_loss_weights_units_and_excludes_imageless_samples():
     none = masked_token_loss(gen, real, mask, torch.zeros(3, dtype=torch.bool))
     none.backward()
     assert none.item() == 0.0 and torch.equal(gen.grad, torch.zeros_like(gen))
+
+
+# ------------------------------------------------------- against the library's own decoder layer
+def _randomise_biases(module: torch.nn.Module, seed: int = 1) -> None:
+    """nn.MultiheadAttention starts its projection biases at 0 (and LayerNorm at 1/0): give every bias
+    and norm weight a random value, so that a dropped bias or a swapped norm shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                centre = 1.0 if "norm" in name and name.endswith("weight") else 0.0
+                p.copy_(centre + 0.5 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_generator_equals_the_library_decoder_layers_on_kept_memory(padded):
+    """Eqs. 2-4: with hard 0/1 keep masks the generator is exactly a stack of the wrapped
+    nn.TransformerDecoderLayer's own forward, the removed units as memory_key_padding_mask (Eq. 3's
+    -inf) and the padded queries as tgt_key_padding_mask."""
+    torch.manual_seed(0)
+    # 2 heads of width 8 (a scale of heads ** -0.5 or any other exponent would differ), 2 layers
+    g = CrossModalGenerator(num_queries=7, dim=16, memory_dim=12, heads=2, ffn_dim=24, layers=2,
+                            dropout=0.1).eval()
+    _randomise_biases(g)
+    memory = torch.randn(2, 6, 12)
+    keep = torch.tensor([[1, 1, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.float)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2]) if padded else None
+    out, weights = g(memory, keep, num_queries=5, query_padding=pad, return_attention=True)
+
+    x = g.queries[:5].unsqueeze(0).expand(2, -1, -1)  # (B, Nq, d)
+    mem = g.memory_proj(memory)  # (B, Nm, d)
+    for layer in g.layers:
+        x = layer.layer(x, mem, tgt_key_padding_mask=pad, memory_key_padding_mask=keep == 0)
+    torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
+    assert weights.shape == (2, 2, 5, 6) and (weights[0, :, :, [2, 5]] == 0).all()
+
+
+def test_generator_layer_sizes_follow_its_arguments():
+    d, f, layers = 16, 24, 3
+    g = CrossModalGenerator(num_queries=4, dim=d, memory_dim=d, heads=2, ffn_dim=f, layers=layers, dropout=0.0)
+    assert len(g.layers) == layers
+    # per layer: self- and cross-attention (4 d x d + 4 d each), FFN d -> f -> d, three LayerNorms
+    per_layer = 2 * (4 * d * d + 4 * d) + (d * f + f + f * d + d) + 3 * 2 * d
+    assert sum(p.numel() for p in g.layers.parameters()) == layers * per_layer
+    assert sum(p.numel() for p in g.parameters()) == layers * per_layer + 4 * d  # + queries, no projection
+
+
+def _only_cross_attention_dropout(g: CrossModalGenerator, p: float) -> None:
+    """Silence every dropout of the decoder layers but the cross-attention weights' (rate p)."""
+    for layer in g.layers:
+        L = layer.layer
+        for m in (L.dropout1, L.dropout2, L.dropout3, L.dropout):
+            m.p = 0.0
+        L.self_attn.dropout = 0.0
+        L.multihead_attn.dropout = p
+
+
+def test_dropout_acts_in_training_only_and_in_the_cross_attention():
+    torch.manual_seed(0)
+    memory, keep = torch.randn(2, 6, 16), torch.ones(2, 6)
+    # dropout=0 reaches the layers: training then gives the evaluation output (no other randomness)
+    g = CrossModalGenerator(num_queries=5, dim=16, memory_dim=16, heads=2, ffn_dim=24, dropout=0.0)
+    torch.testing.assert_close(g.train()(memory, keep), g.eval()(memory, keep))
+    # the cross-attention's weight dropout draws a new mask per training pass, none at evaluation
+    _only_cross_attention_dropout(g, 0.5)
+    g.train()
+    assert not torch.allclose(g(memory, keep), g(memory, keep))
+    g.eval()
+    assert torch.equal(g(memory, keep), g(memory, keep))
+    _only_cross_attention_dropout(g, 0.0)
+    g.train()
+    torch.testing.assert_close(g(memory, keep), g.eval()(memory, keep))
+
+
+def test_masked_loss_of_a_batch_with_one_image_is_that_samples_sum():
+    gen, real = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    loss = masked_token_loss(gen, real, mask, torch.tensor([True, False]))
+    torch.testing.assert_close(loss, (token_kl(gen, real)[0] * mask[0]).sum())  # divided by 1 sample, not more

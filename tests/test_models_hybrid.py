@@ -46,3 +46,39 @@ def test_vit_hybrid_reuses_the_block_and_masks_exactly():
     changed = extra.clone()
     changed[0, 2] = 1e3
     torch.testing.assert_close(hybrid(x, keep, changed, extra_keep)[0], out[0], rtol=0, atol=0)
+
+
+def test_vit_hybrid_attends_every_extra_token_by_default():
+    torch.manual_seed(0)
+    block = load_visual_encoder("bga_test_vit_d2", pretrained=False).eval().blocks[1]
+    hybrid = HybridViTBlock(block).eval()
+    x, extra = torch.randn(2, 6, 64), torch.randn(2, 4, 64)
+    keep = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    everything = torch.ones(2, 4, dtype=torch.bool)
+    torch.testing.assert_close(hybrid(x, keep, extra), hybrid(x, keep, extra, everything), rtol=0, atol=0)
+
+
+def _differs_per_training_pass(layer, *args) -> bool:
+    layer.train()
+    return not torch.allclose(layer(*args), layer(*args))
+
+
+def test_attention_dropout_acts_in_training_only():
+    """The hybrid attention keeps the wrapped layer's attention-probability dropout: a new mask per
+    training pass (here the only dropout left on), none at evaluation or at rate 0."""
+    torch.manual_seed(0)
+    text = HybridTextLayer(_bert_layer())
+    text.layer.attention.output.dropout.p = text.layer.output.dropout.p = 0.0  # hidden dropout off
+    block = load_visual_encoder("bga_test_vit_d2", pretrained=False).blocks[1]
+    vit = HybridViTBlock(block)  # the tiny ViT has no other dropout
+    cases = [(text, text.layer.attention.self.dropout, 48), (vit, block.attn.attn_drop, 64)]
+    for hybrid, attn_dropout, d in cases:
+        hidden, extra = torch.randn(2, 5, d), torch.randn(2, 3, d)
+        keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+        attn_dropout.p = 0.5
+        assert _differs_per_training_pass(hybrid, hidden, keep, extra)
+        hybrid.eval()
+        assert torch.equal(hybrid(hidden, keep, extra), hybrid(hidden, keep, extra))
+        attn_dropout.p = 0.0
+        assert not _differs_per_training_pass(hybrid, hidden, keep, extra)
+        torch.testing.assert_close(hybrid(hidden, keep, extra), hybrid.eval()(hidden, keep, extra))

@@ -91,3 +91,62 @@ def test_keep_ratio_loss_is_summed_over_real_units_and_pulls_towards_the_target(
     at_target = torch.tensor([[1.0] * 7 + [0.0] * 3])
     assert keep_ratio_loss(at_target, torch.ones(1, 10, dtype=torch.bool), 0.7, torch.tensor([True])) == 0
     assert keep_ratio_loss(mask, valid, 0.7, torch.zeros(3, dtype=torch.bool)) == 0
+
+
+def test_logits_are_the_dynamicvit_predictor_written_out():
+    """Eq. 1 by hand on the sampler's own weights: LayerNorm, Linear + GELU, split into the local and
+    the global half, GAP of the global half over the units the previous layer kept, then
+    Linear + GELU, Linear + GELU, Linear and a log-softmax over keep/drop."""
+    torch.manual_seed(0)
+    s = ContextSampler(16).eval()  # default hidden_ratio 0.5: h = 8
+    linears = [m for m in s.modules() if isinstance(m, torch.nn.Linear)]
+    norm = next(m for m in s.modules() if isinstance(m, torch.nn.LayerNorm))
+    assert [m.out_features for m in linears] == [16, 8, 4, 2]
+    tokens, valid = _inputs()
+    prev = valid.float().clone()
+    prev[0, [1, 4]] = 0.0  # the previous layer removed two units of tweet 0
+    prev[2] = torch.nn.functional.one_hot(torch.tensor(3), 7).float()  # and kept one of tweet 2
+    gelu = torch.nn.functional.gelu
+    x = gelu(linears[0](norm(tokens)))  # (B, N, 2h)
+    local, glob = x[..., :8], x[..., 8:]
+    w = prev.unsqueeze(-1)
+    glob = (glob * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)  # (B, 1, h): mean over kept units
+    h = torch.cat([local, glob.expand_as(local)], dim=-1)
+    h = gelu(linears[2](gelu(linears[1](h))))
+    expected = linears[3](h).log_softmax(-1)  # (B, N, 2)
+    torch.testing.assert_close(s.logits(tokens, prev), expected, rtol=1e-5, atol=1e-6)
+
+
+def _forced_logits() -> torch.Tensor:
+    """(3, 7, 2) keep/drop log-probabilities; every unit of tweet 2 leans clearly to "drop"."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 7, 2, generator=g)
+    logits[2, :, 1] += 6.0
+    return logits.log_softmax(-1).detach().requires_grad_(True)
+
+
+@pytest.mark.parametrize("tau", [None, 0.5])
+def test_straight_through_gradient_is_the_gumbel_softmax_keep_probability(tau):
+    """Training: the mask's gradient is that of the Gumbel-Softmax keep probability (temperature
+    tau, 1 by default) under the same noise, for kept, removed and forced units alike; padding gets
+    none. In particular a larger keep logit raises every real unit's mask."""
+    s = (ContextSampler(16) if tau is None else ContextSampler(16, tau=tau)).train()
+    tokens, valid = _inputs()
+    logits = _forced_logits()
+    torch.manual_seed(3)
+    mask = s(tokens, valid.float(), valid, logits=logits)
+    torch.manual_seed(3)  # the same Gumbel noise
+    soft = torch.nn.functional.gumbel_softmax(logits, tau=1.0 if tau is None else tau)[..., 0]  # (B, N)
+    assert mask[2].sum() == 1 and mask[:2].sum() > 1  # tweet 2 went through the "keep one" rule
+    weights = torch.linspace(0.5, 1.5, 7)  # a different weight per unit
+    grad = torch.autograd.grad((mask * weights).sum(), logits)[0]  # (B, N, 2)
+    expected = torch.autograd.grad((soft * weights * valid).sum(), logits)[0]
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-9)
+    assert (grad[..., 0][valid] > 0).all() and (grad[~valid] == 0).all()
+
+
+def test_keep_ratio_loss_of_a_one_word_tweet_in_a_batch_with_one_image():
+    valid = torch.tensor([[True, False, False], [True, True, True]])
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # tweet 0 keeps its only real unit: share 1
+    loss = keep_ratio_loss(mask, valid, 0.3, torch.tensor([True, False]))  # only tweet 0 counts
+    assert loss.item() == pytest.approx(1 * (1.0 - 0.3) ** 2)  # n_0 = 1 unit, 1 sample

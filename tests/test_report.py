@@ -1,4 +1,5 @@
-"""`bga-mner report` on hand-made results.json files, and the paper's numbers checked by hand."""
+"""`bga-mner report` on hand-made results.json files (and per-tweet counts), and the paper's numbers
+checked by hand."""
 
 from __future__ import annotations
 
@@ -8,15 +9,41 @@ from pathlib import Path
 import pytest
 
 from bga_mner import cli, report
-from bga_mner.report import (build_report, load_results, paper_results, render_table2, render_table3,
-                             render_table7)
+from bga_mner.report import (SINGLE_SEED_NOTE, build_report, load_results, paper_results, render_fig5_table,
+                             render_table2, render_table3, render_table4, render_table7)
+from bga_mner.report import statistics as report_statistics
 
 TYPES = ("PER", "LOC", "ORG", "MISC")
 
 
-def _write_run(runs: Path, name: str, f1: float, *, dataset: str = "twitter2015", model: str = "bga-mner",
-               seed: int = 42, profile: str = "full", test_dataset: str | None = None, **switches) -> Path:
-    """A results.json as docs/ARCHITECTURE.md has it; every metric of the run equals ``f1``."""
+@pytest.fixture(autouse=True)
+def fast_aso(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deepsig's bootstrap at 100 iterations (the report's 1000 take seconds per comparison)."""
+    monkeypatch.setattr(report_statistics, "ASO_ITERATIONS", 100)
+
+
+def _write_counts(run_dir: Path, correct: int, tweets: int = 20) -> float:
+    """predictions/test_counts.json of ``tweets`` test tweets with one PER entity each, of which the
+    first ``correct`` are found and the others tagged with the wrong type (one false positive
+    LOC each); returns the run's F1 (= P = R = correct / tweets)."""
+    path = run_dir / "predictions" / "test_counts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    found = [i < correct for i in range(tweets)]
+    path.write_text(json.dumps({"types": list(TYPES), "ids": [str(i) for i in range(tweets)],
+                                "tp": [[int(f), 0, 0, 0] for f in found],
+                                "n_pred": [[int(f), int(not f), 0, 0] for f in found],
+                                "n_gold": [[1, 0, 0, 0] for _ in found]}))
+    return 100.0 * correct / tweets
+
+
+def _write_run(runs: Path, name: str, f1: float | None = None, *, dataset: str = "twitter2015",
+               model: str = "bga-mner", seed: int = 42, profile: str = "full", test_dataset: str | None = None,
+               correct: int | None = None, **switches) -> Path:
+    """A results.json as docs/ARCHITECTURE.md has it; every metric of the run equals ``f1``. With
+    ``correct``, the run also has per-tweet counts (:func:`_write_counts`) and f1 follows from them."""
+    if correct is not None:
+        f1 = _write_counts(runs / name, correct)
+    assert f1 is not None
     scores = {"precision": f1, "recall": f1, "f1": f1}
     model_cfg = {"use_mcg": model == "bga-mner", "use_scs": switches.get("use_scs", True),
                  "use_cycle": switches.get("use_cycle", True),
@@ -28,7 +55,7 @@ def _write_run(runs: Path, name: str, f1: float, *, dataset: str = "twitter2015"
                "best_epoch": 1, "dev": {"overall": scores}, "test": {"overall": scores, **{t: scores for t in TYPES}},
                "seconds_per_epoch": 1.0, "config": {"model": model_cfg, "data": data_cfg}}
     path = runs / name / "results.json"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results))
     return path
 
@@ -89,9 +116,11 @@ def test_table3_reuses_bert_crf_and_reports_drops(tmp_path: Path) -> None:
     _write_run(tmp_path, "noscs", 75.0, use_scs=False)
     _write_run(tmp_path, "bertcrf", 72.0, model="bert-crf", use_scs=True)
     text = render_table3(load_results(tmp_path))
-    assert "| w/o SCS | 1 seed | 75.00 | -1.00 | 75.88 | -0.43 | -0.88 |" in text
-    assert "| w/o SCS & w/o MCG (BERT-CRF) | 1 seed | 72.00 | -4.00 | 71.81 | -4.50 | +0.19 |" in text
+    assert "| w/o SCS | 1 seed | 75.00 | — | -1.00 | 75.88 | -0.43 | -0.88 |" in text  # no counts: no CI
+    assert "| w/o SCS & w/o MCG (BERT-CRF) | 1 seed | 72.00 | — | -4.00 | 71.81 | -4.50 | +0.19 |" in text
     assert "w/o cycle" not in text  # no run, no row
+    assert "| BGA-MNER vs w/o SCS | 1, 1 | +1.00 | — | — | — | n<2: no test |" in text
+    assert SINGLE_SEED_NOTE in text
 
 
 def test_smoke_runs_are_labelled_and_not_compared(tmp_path: Path) -> None:
@@ -101,7 +130,10 @@ def test_smoke_runs_are_labelled_and_not_compared(tmp_path: Path) -> None:
     text = render_table2(results)
     assert report.SMOKE_NOTE in text and "(paper)" not in text
     t7 = render_table7(results)
-    assert "| all test images empty | 1 seed | 30.00 | — |" in t7 and "synthetic:" not in t7 and "| change (empty − present) |  | -10.00 |" in t7
+    assert "| all test images empty | 1 seed | 30.00 | — | — |" in t7 and "synthetic:" not in t7
+    assert "| change (empty − present) |  | -10.00 |" in t7
+    assert "| images present vs images empty | 1, 1 | +10.00 | — | — | — | n<2: no test |" in t7
+    assert SINGLE_SEED_NOTE in t7  # the smoke profile's single seed: said in what it prints
 
 
 def test_duplicate_setting_and_seed_keeps_one(tmp_path: Path) -> None:
@@ -135,8 +167,10 @@ def test_cli_writes_every_table_and_the_fig5_png(tmp_path: Path, capsys: pytest.
     assert cli.main(["report", str(runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "twitter2017 → twitter2015" in printed and "| BGA-MNER (paper) | 72.17 | 67.98 | 68.71 |" in printed
-    assert "| real textual + real visual | 1 seed | 74.00 | 75.08 | -1.08 |" in printed
+    assert "| real textual + real visual | 1 seed | 74.00 | — | 75.08 | -1.08 |" in printed
     assert "| 50 | BGA | 2 seeds | 41.50 ± 0.71 |" in printed
+    # BGA 41, 42 against TEXT 31, 32 at n=50: separated seeds, ASO eps_min 0 (no counts: no AR test)
+    assert "| BGA (n=50) vs TEXT (n=50) | 2, 2 | +10.00 | 0.00 | 1.00 | — | BGA (n=50) better |" in printed
     assert "| BGA-MNER (ours) | vit_base_patch32_clip_224.openai | 220.0M | 110.0M |" in printed
     assert "| BGA-MNER (paper) | ViT-B/32 | — | 130.3M |" in printed  # an inference-time count
     assert "| UMT (paper) | ResNet152 | 206.3M | 206.3M |" in printed  # reads images at inference
@@ -147,3 +181,52 @@ def test_cli_writes_every_table_and_the_fig5_png(tmp_path: Path, capsys: pytest.
         assert (out / name).is_file(), name
     assert "_No runs for this table: `make table7`" in (out / "table7.md").read_text()
     assert cli.main(["report", str(tmp_path / "nowhere")]) == 1
+
+
+def test_table2_ci_rows_and_significance_from_counts(tmp_path: Path) -> None:
+    """Two seeds each, 20 test tweets: BGA-MNER finds 18 and 19 entities, BERT-CRF 10 and 11."""
+    for seed, (bga, crf) in zip((42, 43), ((18, 10), (19, 11))):
+        _write_run(tmp_path, f"bga-{seed}", correct=bga, seed=seed)
+        _write_run(tmp_path, f"crf-{seed}", correct=crf, seed=seed, model="bert-crf")
+    text = render_table2(load_results(tmp_path))
+    assert "| BGA-MNER (ours, 2 seeds) | 92.50 ± 3.54 |" in text  # 90, 95
+    # pooled: each tweet's counts summed over both seeds; the CI over the 20 tweets is non-trivial,
+    # and the types without entities have F1 0 on every resample
+    row = next(line for line in text.splitlines() if line.startswith("| BGA-MNER 95% CI (tweets, 2 seeds pooled)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:5] == ["[0.00, 0.00]"] * 3  # LOC (false positives only), ORG, MISC
+    low, high = (float(x) for x in cells[7].strip("[]").split(","))
+    assert 80.0 <= low < 92.5 < high <= 100.0
+    sig = next(line for line in text.splitlines() if line.startswith("| BGA-MNER vs BERT-CRF"))
+    cells = [c.strip() for c in sig.strip("|").split("|")]
+    assert cells[1:5] == ["2, 2", "+40.00", "0.00", "1.00"]
+    p = float(cells[5].split()[0])
+    assert p < 0.001 and cells[5].endswith("(2 seeds)")  # 16 of 40 (seed, tweet) units differ
+    assert cells[6] == "BGA-MNER better"
+    assert SINGLE_SEED_NOTE not in text
+
+
+def test_table4_pairs_generated_and_real_of_the_same_seeds(tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        _write_run(tmp_path, f"gen-{seed}", correct=15, seed=seed)
+        _write_run(tmp_path, f"real-{seed}", correct=15, seed=seed, inference_visual="real")
+    text = render_table4(load_results(tmp_path))
+    # identical predictions: no difference on any swap (p = 1); ASO of two equal constant score
+    # lists has violation ratio 1/2 either way
+    assert ("| generated visual vs real visual | 3, 3 | +0.00 | 0.50 | 0.50 | 1.0000 (3 seeds) "
+            "| no difference shown |") in text
+
+
+def test_fig5_table_has_a_ci_column(tmp_path: Path) -> None:
+    _write_run(tmp_path, "bga-50", correct=20, train_limit=50)
+    _write_run(tmp_path, "text-50", correct=10, train_limit=50, model="bert-crf")
+    text = render_fig5_table(load_results(tmp_path))
+    assert "| 50 | BGA | 1 seed | 100.00 | 100.00 | 100.00 | 100.00 | 100.00 | [100.00, 100.00] |" in text
+    assert "| BGA (n=50) vs TEXT (n=50) | 1, 1 | +50.00 | — | — |" in text and "n<2: no test" in text
+
+
+def test_counts_that_disagree_with_results_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = _write_run(tmp_path, "bga", 70.0)
+    _write_counts(run.parent, 18)  # F1 90, not the 70 of results.json
+    (result,) = load_results(tmp_path)
+    assert result.counts is None and "counts ignored" in caplog.text

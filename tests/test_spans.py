@@ -36,3 +36,9 @@ def test_no_entities() -> None:
 def test_matches_seqeval_default_mode(tags: list[str]) -> None:
     expected = [Span(t, start, end + 1) for t, start, end in get_entities(tags)]
     assert bio_to_spans(tags) == expected
+
+
+def test_the_type_is_everything_after_the_first_hyphen() -> None:  # e.g. WNUT-17's creative-work
+    tags = ["B-creative-work", "I-creative-work", "O", "I-x-y"]
+    assert bio_to_spans(tags) == [Span("creative-work", 0, 2), Span("x-y", 3, 4)]
+    assert bio_to_spans(tags) == [Span(t, start, end + 1) for t, start, end in get_entities(tags)]  # as seqeval

@@ -1,27 +1,40 @@
-"""Throughput of one process (``bga-mner bench``).
+"""Throughput of one process (``bga-mner bench``), and where a training step spends it (``--profile``).
 
 Measures, on the device of ``trainer.accelerator``: training samples/s of BGA-MNER and of BERT-CRF
 on the same batch (forward, Eqs. 10-11 loss, backward, AdamW step), image-free inference tweets/s
 of both (forward + Viterbi), and the (dev) data loader's samples/s once its image cache is warm.
-Warm-up steps are excluded; CUDA work is synchronised before each clock read.
+Warm-up steps are excluded; CUDA work is synchronised before each clock read. ``run_bench``
+interleaves the two models' steps one by one (``bench_alternating``), so that on a shared machine a
+load from other processes hits both alike and their ratio holds.
+
+``profile=True`` adds, per model, the time of one training step per part of the network
+(``profile_step``: the ``bga:`` profiler labels of ``models/labels.py``, forward and backward) and
+the FLOPs of one training step (``step_flops``: forward + backward, ``FlopCounterMode``), and the
+ratios BGA-MNER / BERT-CRF of step time and of FLOPs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig
+from torch.profiler import ProfilerActivity
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from bga_mner.build import build_datamodule
+from bga_mner.build import build_datamodule, compile_network
+from bga_mner.models.labels import PREFIX, label
 from bga_mner.run import model_name
-from bga_mner.system import MNERSystem, parameter_groups
+from bga_mner.system import MNERSystem, adamw, parameter_groups
 
 IMAGE_KEYS = ("image", "crops", "crop_mask", "has_image")
+BACKWARD_ROOT = "autograd::engine::evaluate_function"  # the profiler's name of one backward node
+OTHER = "other"  # ops outside every label (Python glue, mask arithmetic, autograd bookkeeping)
 
 
 def pick_device(accelerator: str) -> torch.device:
@@ -57,34 +70,175 @@ def _autocast(cfg: DictConfig, device: torch.device) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
-def bench_model(cfg: DictConfig, batch: dict, device: torch.device, steps: int, warmup: int) -> dict:
-    """Training samples/s and image-free inference tweets/s of the model of ``cfg``."""
+# FlopCounterMode knows the CUDA attention kernels but not the CPU one that
+# F.scaled_dot_product_attention dispatches to: count it with the same formulas (2 matmuls).
+_CPU_SDPA_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda g, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(g, q, k, v),
+}
+
+
+def step_flops(step: Callable[[], None]) -> int:
+    """FLOPs of one call of ``step`` (matrix products and attention, forward and backward; the
+    element-wise work and the optimizer's update are not counted).
+
+    Args:
+        step: one training step.
+    """
+    with FlopCounterMode(display=False, custom_mapping=_CPU_SDPA_FLOPS) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def _label_of(event: Any) -> str | None:
+    """The innermost ``bga:`` label around a profiler event (None outside every label)."""
+    while event is not None:
+        if event.name.startswith(PREFIX):
+            return event.name[len(PREFIX):]
+        event = event.cpu_parent
+    return None
+
+
+def _backward_node(event: Any) -> Any:
+    """The backward node (``evaluate_function``) an event runs in, or None in the forward pass."""
+    while event is not None:
+        if event.name.startswith(BACKWARD_ROOT):
+            return event
+        event = event.cpu_parent
+    return None
+
+
+def profile_step(step: Callable[[], None], device: torch.device) -> dict[str, dict[str, float]]:
+    """Milliseconds of one call of ``step`` per ``bga:`` label, forward and backward apart.
+
+    Each op's own time (self time: CPU time on the CPU, kernel time on CUDA) is charged to its
+    innermost label; an op of the backward pass to the label of the forward op whose gradient it
+    computes (the autograd sequence number links them); ops outside every label to ``other``.
+
+    Args:
+        step: one training step (forward, loss, backward, optimizer step under labels).
+        device: where it runs.
+
+    Returns:
+        ``{part: {"forward_ms", "backward_ms", "total_ms"}}``.
+    """
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    events = prof.events()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    forward_label: dict[int, str] = {}  # autograd sequence number -> label of the forward op
+    for e in events:
+        if e.sequence_nr >= 0 and _backward_node(e) is None:
+            forward_label.setdefault(e.sequence_nr, _label_of(e) or OTHER)
+    parts: dict[str, dict[str, float]] = {}
+    for e in events:
+        node = _backward_node(e)
+        if node is None:
+            part, phase = _label_of(e) or OTHER, "forward_ms"
+        else:
+            part, phase = forward_label.get(node.sequence_nr, OTHER), "backward_ms"
+        row = parts.setdefault(part, {"forward_ms": 0.0, "backward_ms": 0.0})
+        row[phase] += getattr(e, key) / 1e3  # us -> ms
+    for row in parts.values():
+        row["total_ms"] = row["forward_ms"] + row["backward_ms"]
+    return dict(sorted(parts.items(), key=lambda kv: -kv[1]["total_ms"]))
+
+
+@dataclass
+class ModelSteps:
+    """One model's steps on the bench batch (``prepare_model``); each sets the mode it needs."""
+
+    train_step: Callable[[], None]  # forward, Eq. 11, backward, AdamW step
+    forward_backward: Callable[[], None]  # forward, Eq. 11, backward (what ``step_flops`` counts)
+    infer_step: Callable[[], None]  # image-free forward + Viterbi
+    zero_grad: Callable[[], None]
+    parameters: int
+
+
+def prepare_model(cfg: DictConfig, batch: dict, device: torch.device) -> ModelSteps:
+    """Build the model of ``cfg`` (``model.use_mcg``: BGA-MNER or BERT-CRF) and its AdamW as
+    training does, and the steps the bench times on ``batch`` (on ``device``)."""
     L.seed_everything(int(cfg.seed), verbose=False)
     system = MNERSystem(cfg).to(device)
-    model = system.model
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.optim), lr=float(cfg.optim.lr))
-    size = batch["input_ids"].shape[0]
-
-    def train_step() -> None:
-        with _autocast(cfg, device):
-            loss, _ = system.objective(batch)  # Eq. 11, as in training_step
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    system.train()
-    train_s = _timed(train_step, steps, warmup, device)
+    model = compile_network(system.model, cfg)  # trainer.compile: compiled in the warm-up steps
+    mixed = str(cfg.trainer.precision).endswith("-mixed")
+    optimizer = adamw(parameter_groups(model, cfg.optim), float(cfg.optim.lr), fused=not mixed)  # as in training
     text_batch = {k: v for k, v in batch.items() if k not in IMAGE_KEYS}
 
+    def forward_backward() -> None:
+        system.train()
+        with _autocast(cfg, device):
+            out = model(batch)
+            with label("CRF"):  # Eq. 10's NLL (and Eq. 11's sum of the terms)
+                loss, _ = system.objective(batch, out)  # Eq. 11, as in training_step
+        loss.backward()
+
+    def train_step() -> None:
+        forward_backward()
+        with label("optimizer step"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
     def infer_step() -> None:
+        system.eval()
         with torch.inference_mode(), _autocast(cfg, device):
             system.decode_batch(text_batch)
 
-    system.eval()
-    infer_s = _timed(infer_step, steps, warmup, device)
+    return ModelSteps(train_step, forward_backward, infer_step, lambda: optimizer.zero_grad(set_to_none=True),
+                      sum(p.numel() for p in model.parameters()))
+
+
+def profile_model(m: ModelSteps, device: torch.device) -> dict[str, Any]:
+    """``profile`` (``profile_step`` of one training step) and ``flops`` (``step_flops``) of a model."""
+    result = {"profile": profile_step(m.train_step, device), "flops": step_flops(m.forward_backward)}
+    m.zero_grad()
+    return result
+
+
+def bench_model(cfg: DictConfig, batch: dict, device: torch.device, steps: int, warmup: int,
+                profile: bool = False) -> dict:
+    """Training samples/s and image-free inference tweets/s of the model of ``cfg``.
+
+    Args:
+        cfg: the config (``model.use_mcg`` picks BGA-MNER or BERT-CRF).
+        batch: a training batch on ``device``.
+        steps, warmup: timed and untimed steps per measurement.
+        profile: also ``profile`` (``profile_step`` of one step) and ``flops`` (``step_flops``).
+    """
+    m = prepare_model(cfg, batch, device)
+    size = batch["input_ids"].shape[0]
+    train_s = _timed(m.train_step, steps, warmup, device)
+    result = profile_model(m, device) if profile else {}
+    infer_s = _timed(m.infer_step, steps, warmup, device)
     return {"train_samples_per_s": steps * size / train_s,
             "inference_tweets_per_s": steps * size / infer_s,
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": m.parameters, **result}
+
+
+def bench_alternating(models: dict[str, ModelSteps], size: int, steps: int, warmup: int,
+                      device: torch.device) -> dict[str, dict[str, float]]:
+    """``bench_model``'s rates for several models, their steps interleaved one by one (after
+    ``warmup`` untimed steps each), so that a load from other processes hits all models alike.
+
+    Args:
+        models: name -> ``prepare_model``; size: the batch size; steps, warmup: per model.
+    """
+    rates: dict[str, dict[str, float]] = {name: {} for name in models}
+    for kind, key in (("train_step", "train_samples_per_s"), ("infer_step", "inference_tweets_per_s")):
+        for m in models.values():
+            for _ in range(warmup):
+                getattr(m, kind)()
+        seconds = dict.fromkeys(models, 0.0)
+        for _ in range(steps):
+            for name, m in models.items():
+                seconds[name] += _timed(getattr(m, kind), 1, 0, device)
+        for name in models:
+            rates[name][key] = steps * size / seconds[name]
+    return rates
 
 
 def bench_loader(loader: Any, steps: int) -> float:
@@ -104,8 +258,14 @@ def bench_loader(loader: Any, steps: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3) -> dict:
-    """All measurements as a dict (see the module docstring)."""
+def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool = False) -> dict:
+    """All measurements as a dict (see the module docstring).
+
+    Args:
+        cfg: the config; both models are measured (``model.use_mcg`` true and false).
+        steps, warmup: timed and untimed steps per measurement.
+        profile: add the per-part profile and the FLOPs of each model, and their ratios.
+    """
     device = pick_device(str(cfg.trainer.accelerator))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -115,28 +275,55 @@ def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3) -> dict:
     batch = move_data_to_device(next(iter(loader)), device)
     out: dict[str, Any] = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda"
                                          else "cpu"),
+                           "threads": torch.get_num_threads(),
                            "batch_size": int(batch["input_ids"].shape[0]),
                            "tokens": int(batch["input_ids"].shape[1]),
                            "steps": steps, "warmup": warmup, "precision": str(cfg.trainer.precision),
                            "models": {}}
+    models = {}
     for use_mcg in (True, False):
         model_cfg = cfg.copy()
         model_cfg.model.use_mcg = use_mcg
-        out["models"][model_name(model_cfg)] = bench_model(model_cfg, batch, device, steps, warmup)
+        models[model_name(model_cfg)] = prepare_model(model_cfg, batch, device)
+    rates = bench_alternating(models, out["batch_size"], steps, warmup, device)
+    for name, m in models.items():
+        out["models"][name] = {**rates[name], "parameters": m.parameters,
+                               **(profile_model(m, device) if profile else {})}
+    bga, base = out["models"]["bga-mner"], out["models"]["bert-crf"]
+    out["train_time_ratio"] = base["train_samples_per_s"] / bga["train_samples_per_s"]  # BGA / BERT-CRF
+    out["inference_speed_ratio"] = bga["inference_tweets_per_s"] / base["inference_tweets_per_s"]
+    if profile:
+        out["flop_ratio"] = bga["flops"] / base["flops"]
     out["loader_samples_per_s"] = bench_loader(datamodule.val_dataloader(), steps)
     return out
 
 
+def format_profile(name: str, m: dict) -> list[str]:
+    """One model's ``profile_step`` as markdown lines (parts by time, with their share)."""
+    total = sum(r["total_ms"] for r in m["profile"].values())
+    lines = [f"{name}: one training step, {total:.0f} ms profiled, {m['flops'] / 1e9:.1f} GFLOP",
+             "", "| part | forward ms | backward ms | total ms | share |", "|---|---:|---:|---:|---:|"]
+    for part, r in m["profile"].items():
+        lines.append(f"| {part} | {r['forward_ms']:.1f} | {r['backward_ms']:.1f} | {r['total_ms']:.1f} | "
+                     f"{100 * r['total_ms'] / total:.1f}% |")
+    return lines + [""]
+
+
 def format_table(result: dict) -> str:
-    """The measurements as a markdown table."""
-    lines = [f"device {result['device']}, batch {result['batch_size']} x {result['tokens']} tokens, "
-             f"{result['steps']} timed steps after {result['warmup']} warm-up, {result['precision']}",
+    """The measurements as markdown tables."""
+    lines = [f"device {result['device']} ({result.get('threads', '?')} threads), batch {result['batch_size']} "
+             f"x {result['tokens']} tokens, {result['steps']} timed steps after {result['warmup']} warm-up, "
+             f"{result['precision']}",
              "", "| model | params | train samples/s | inference tweets/s (image-free) |",
              "|---|---:|---:|---:|"]
     for name, m in result["models"].items():
         lines.append(f"| {name} | {m['parameters'] / 1e6:.1f}M | {m['train_samples_per_s']:.1f} | "
                      f"{m['inference_tweets_per_s']:.1f} |")
-    lines += ["", f"data loader (warm image cache): {result['loader_samples_per_s']:.1f} samples/s"]
+    lines += ["", f"BGA-MNER / BERT-CRF: training step time {result['train_time_ratio']:.2f}x"
+              + (f", FLOPs {result['flop_ratio']:.2f}x" if "flop_ratio" in result else "")
+              + f"; image-free inference speed {result['inference_speed_ratio']:.2f}x", ""]
+    for name, m in result["models"].items():
+        if "profile" in m:
+            lines += format_profile(name, m)
+    lines += [f"data loader (warm image cache): {result['loader_samples_per_s']:.1f} samples/s"]
     return "\n".join(lines)
-
-

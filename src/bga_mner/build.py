@@ -67,9 +67,41 @@ def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> L.Lightnin
     return MNERDataModule.from_config(cfg, load_tokenizer(cfg.model.text_encoder), run_dir=run_dir)
 
 
+# keys of the ``trainer:`` section that are not ``L.Trainer`` arguments
+NOT_TRAINER_KWARGS = ("compile",)
+
+
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """``L.Trainer`` keyword arguments from the ``trainer:`` section."""
-    return dict(OmegaConf.to_container(cfg.trainer, resolve=True))
+    """``L.Trainer`` keyword arguments from the ``trainer:`` section (without ``compile``, which
+    :func:`compile_network` reads)."""
+    kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
+    for key in NOT_TRAINER_KWARGS:
+        kwargs.pop(key, None)
+    return kwargs
+
+
+def compile_network(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
+    """``torch.compile`` the network in place when ``trainer.compile`` is true (else nothing).
+
+    ``nn.Module.compile`` compiles the module's call, so the parameter names, the state dict and
+    the checkpoints stay those of the eager network, and the Lightning system that holds it is
+    unchanged. Only ``forward`` is compiled: the objective (CRF negative log-likelihood, Eq. 10),
+    Viterbi decoding and the optimizer run eagerly. Shapes are PyTorch's automatic dynamic ones
+    (``dynamic=None``): the first shape is compiled static, a dimension seen with a second size is
+    recompiled symbolic, so a run compiles a handful of graphs (training, dev with images,
+    image-free test) whatever the batch lengths; ``data.length_buckets`` keeps those sizes few
+    (docs/gpu.md).
+
+    Args:
+        model: the network (``MNERSystem.model``, a ``BGAMNER``).
+        cfg: the merged config (``trainer.compile``).
+
+    Returns:
+        ``model`` itself.
+    """
+    if bool(cfg.trainer.get("compile", False)):
+        model.compile()
+    return model
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "params": "parameter counts by component, at train and inference time (Table 5)",
     "report": "paper-shaped tables and the Fig. 5 plot from a runs folder",
     "bench": "training and inference throughput of BGA-MNER against BERT-CRF",
+    "sweep": "run a make target's unfinished runs as SLURM job arrays or local jobs (submitit)",
 }
 
 

@@ -77,10 +77,20 @@ class DataConfig:
     test_root: Optional[str] = None
     batch_size: int = 16
     eval_batch_size: int = 32
+    # pad each batch's token axis (and word axis) to the smallest of these lengths that holds it, so
+    # that a compiled network sees few shapes (None: pad to the batch's longest); e.g. [32, 64, 128]
+    length_buckets: Optional[List[int]] = None
     num_workers: int = 0
     cache_dir: Optional[str] = None    # on-disk image tensor cache (None: <paths.cache_dir>/images)
     # the generated set of name=synthetic
     synthetic: SynthConfig = field(default_factory=SynthConfig)
+
+    def __post_init__(self) -> None:
+        buckets = self.length_buckets
+        if buckets is not None and (not buckets or any(int(b) < 3 for b in buckets)
+                                    or list(buckets) != sorted(set(buckets))):
+            raise ConfigError(f"data.length_buckets={list(buckets)}: need increasing lengths of at "
+                              "least 3 word pieces ([CLS], a word, [SEP]), e.g. [32, 64, 128]")
 
 
 @dataclass
@@ -143,7 +153,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
-    deterministic: Any = True          # bool or "warn"
+    deterministic: Any = True          # bool or "warn" (docs/gpu.md: no op of a step raises on CUDA)
+    # not a Lightning argument: torch.compile the network (build.compile_network; docs/gpu.md)
+    compile: bool = False
 
 
 @dataclass

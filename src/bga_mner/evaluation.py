@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from bga_mner.build import build_datamodule, build_trainer, decide_images
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.inference import build_system, read_checkpoint
+from bga_mner.metrics import TWEET_COUNTS_FILE, tweet_counts_record
 from bga_mner.atomic import atomic_write
 from bga_mner.run import RESULTS_FILE, build_results, create_dir, git_commit, make_run_dir, save_config, write_json
 from bga_mner.run_lock import RunLock
@@ -46,6 +47,8 @@ class Evaluation:
         image_counts: per split, the images' ``ImageCounts`` (missing and unreadable apart, boxes
             clipped and dropped; None: images not read).
         is_global_zero: False on DDP ranks > 0, which must not write or print.
+        tweet_counts: per-tweet span counts of the predictions (``metrics.tweet_counts_record``),
+            written as ``predictions/test_counts.json`` for the report's statistics; None: not written.
     """
 
     config: DictConfig
@@ -55,6 +58,7 @@ class Evaluation:
     missing_images: dict[str, int | None]
     image_counts: dict[str, Any]
     is_global_zero: bool
+    tweet_counts: dict[str, Any] | None = None
 
 
 def evaluate(ckpt_path: str | Path, overrides: DictConfig | None = None) -> Evaluation:
@@ -73,13 +77,15 @@ def evaluate(ckpt_path: str | Path, overrides: DictConfig | None = None) -> Eval
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False, enable_model_summary=False)
     trainer.test(system, datamodule=datamodule, verbose=False)
+    predictions = [Tweet(i, list(w), list(t)) for i, w, t in system.test_predictions]
     return Evaluation(config=system.cfg,
                       scores=system.test_scores,
-                      predictions=[Tweet(i, list(w), list(t)) for i, w, t in system.test_predictions],
+                      predictions=predictions,
                       truncated=dict(datamodule.truncated_counts),
                       missing_images=dict(datamodule.missing_image_counts),
                       image_counts=dict(datamodule.image_counts),
-                      is_global_zero=trainer.is_global_zero)
+                      is_global_zero=trainer.is_global_zero,
+                      tweet_counts=tweet_counts_record(datamodule.datasets["test"].tweets, predictions))
 
 
 def source_run(ckpt_path: str | Path) -> tuple[Path | None, dict[str, Any]]:
@@ -134,8 +140,9 @@ def claim_evaluation_dir(out: str | Path, replace: bool = False) -> RunLock | No
 def write_evaluation_run(evaluation: Evaluation, ckpt_path: str | Path, out: str | Path,
                          experiment: str | None = None, replace: bool = False) -> Path:
     """Write ``out`` as a run folder of the evaluation: ``config.yaml``, ``results.json``,
-    ``predictions/test.conll``, each atomically, ``results.json`` last. Returns the results path.
-    The caller holds the folder (:func:`claim_evaluation_dir`).
+    ``predictions/test.conll`` and ``predictions/test_counts.json``, each atomically,
+    ``results.json`` last. Returns the results path. The caller holds the folder
+    (:func:`claim_evaluation_dir`).
 
     Args:
         evaluation: from :func:`evaluate`.
@@ -161,6 +168,8 @@ def write_evaluation_run(evaluation: Evaluation, ckpt_path: str | Path, out: str
     save_config(cfg, run_dir)
     atomic_write(run_dir / "predictions" / "test.conll",
                  lambda tmp: write_conll(tmp, evaluation.predictions))
+    if evaluation.tweet_counts is not None:
+        write_json(run_dir / TWEET_COUNTS_FILE, evaluation.tweet_counts)
     source_dir, source = source_run(ckpt_path)
     results = build_results(cfg, best_epoch=source.get("best_epoch"), dev=source.get("dev"),
                             test=evaluation.scores,

@@ -7,16 +7,18 @@ and seqeval's default mode). Scores are percentages (0-100); a ratio with a zero
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torchmetrics import Metric
 
-from bga_mner.data.conll import ENTITY_TYPES
+from bga_mner.data.conll import ENTITY_TYPES, Tweet
 from bga_mner.data.spans import bio_to_spans
 
 Scores = dict[str, dict[str, float]]
 _TYPE_INDEX = {t: i for i, t in enumerate(ENTITY_TYPES)}
+# per-tweet counts of the test predictions, in a run folder (report/statistics.py reads it)
+TWEET_COUNTS_FILE = "predictions/test_counts.json"
 
 
 def _prf(tp: float, n_pred: float, n_gold: float) -> dict[str, float]:
@@ -31,6 +33,55 @@ def _count(counts: list[int], spans: set, where: str) -> None:
         if span.type not in _TYPE_INDEX:
             raise ValueError(f"{where}: entity type {span.type!r} not in {ENTITY_TYPES}")
         counts[_TYPE_INDEX[span.type]] += 1
+
+
+def tweet_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, list[list[int]]]:
+    """Per tweet and entity type: true positives, predicted and gold entities (exact spans).
+
+    The counts behind every score here: :class:`SpanF1` sums them over tweets, and the report's
+    bootstrap and randomisation tests (``report/statistics.py``) resample them per tweet.
+
+    Args:
+        gold: gold tags, one list per tweet.
+        pred: predicted tags, aligned with ``gold``, each as long as its gold list.
+
+    Returns:
+        ``{"tp": [...], "n_pred": [...], "n_gold": [...]}``: one list per tweet, one count per type
+        of ``ENTITY_TYPES``.
+    """
+    if len(pred) != len(gold):
+        raise ValueError(f"{len(pred)} predicted tweets but {len(gold)} gold tweets")
+    out: dict[str, list[list[int]]] = {"tp": [], "n_pred": [], "n_gold": []}
+    n_types = len(ENTITY_TYPES)
+    for i, (p, g) in enumerate(zip(pred, gold)):
+        if len(p) != len(g):
+            raise ValueError(f"tweet {i}: {len(p)} predicted tags but {len(g)} gold tags")
+        pred_spans, gold_spans = set(bio_to_spans(p)), set(bio_to_spans(g))
+        tp, n_pred, n_gold = [0] * n_types, [0] * n_types, [0] * n_types
+        _count(n_pred, pred_spans, f"tweet {i} (prediction)")
+        _count(n_gold, gold_spans, f"tweet {i} (gold)")
+        _count(tp, pred_spans & gold_spans, f"tweet {i}")
+        out["tp"].append(tp)
+        out["n_pred"].append(n_pred)
+        out["n_gold"].append(n_gold)
+    return out
+
+
+def tweet_counts_record(gold: Sequence[Tweet], pred: Sequence[Tweet]) -> dict[str, Any]:
+    """The run folder's ``predictions/test_counts.json`` (:data:`TWEET_COUNTS_FILE`): the image ids
+    and :func:`tweet_counts` of the predicted test tweets, in test-file order.
+
+    Args:
+        gold: the test split's gold tweets; a prefix as long as ``pred`` is used (a test limited
+            to its first batches predicts a prefix).
+        pred: the predicted tweets, in test-file order.
+    """
+    gold = list(gold)[:len(pred)]
+    ids = [t.image_id for t in pred]
+    if len(gold) != len(pred) or [t.image_id for t in gold] != ids:
+        raise ValueError("the predicted tweets are not the gold test tweets in file order")
+    return {"types": list(ENTITY_TYPES), "ids": ids,
+            **tweet_counts([t.tags for t in gold], [t.tags for t in pred])}
 
 
 class SpanF1(Metric):
@@ -57,21 +108,10 @@ class SpanF1(Metric):
             preds: predicted tags, one list per tweet.
             target: gold tags, one list per tweet, each as long as its prediction.
         """
-        if len(preds) != len(target):
-            raise ValueError(f"{len(preds)} predicted tweets but {len(target)} gold tweets")
-        n_types = len(ENTITY_TYPES)
-        tp, n_pred, n_gold = [0] * n_types, [0] * n_types, [0] * n_types
-        for i, (pred, gold) in enumerate(zip(preds, target)):
-            if len(pred) != len(gold):
-                raise ValueError(f"tweet {i}: {len(pred)} predicted tags but {len(gold)} gold tags")
-            pred_spans, gold_spans = set(bio_to_spans(pred)), set(bio_to_spans(gold))
-            _count(n_pred, pred_spans, f"tweet {i} (prediction)")
-            _count(n_gold, gold_spans, f"tweet {i} (gold)")
-            _count(tp, pred_spans & gold_spans, f"tweet {i}")
-        device = self.tp.device
-        self.tp += torch.tensor(tp, device=device)
-        self.n_pred += torch.tensor(n_pred, device=device)
-        self.n_gold += torch.tensor(n_gold, device=device)
+        counts = tweet_counts(target, preds)
+        for name in ("tp", "n_pred", "n_gold"):
+            per_tweet = torch.tensor(counts[name], dtype=torch.long).reshape(-1, len(ENTITY_TYPES))
+            getattr(self, name).add_(per_tweet.sum(0).to(self.tp.device))
 
     def compute(self) -> Scores:
         """``{"overall": {"precision", "recall", "f1"}, "PER": {...}, "LOC", "ORG", "MISC"}`` in %."""

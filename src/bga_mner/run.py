@@ -87,7 +87,8 @@ def claim_run_dir(cfg: DictConfig, resume: bool = False) -> RunLock:
 # are, how the run is logged and shown, and the commit the run started from (kept). Anything else
 # would make the resumed run another run.
 RESUME_FREE_KEYS: tuple[str, ...] = ("paths.", "logging.", "run.git_commit",
-                                     "trainer.enable_progress_bar", "trainer.enable_model_summary")
+                                     "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                                     "trainer.compile")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

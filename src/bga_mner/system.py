@@ -61,6 +61,26 @@ def parameter_groups(model: nn.Module, optim_cfg: DictConfig | Mapping[str, Any]
             for (kind, decay), params in sorted(buckets.items())]
 
 
+def adamw(groups: list[dict], lr: float, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over parameter groups, with torch's fused kernel (one kernel over all parameters) where
+    ``fused`` and torch has one for the parameters' device (CPU, CUDA, ...), else its foreach kernel.
+    The same update either way (tests/test_speed_equivalence.py), in fewer passes over memory.
+
+    Args:
+        groups: ``parameter_groups`` of the network, on its device.
+        lr: the default rate (every group sets its own).
+        fused: try the fused kernel. Lightning's mixed-precision plugin refuses gradient clipping
+            with an optimizer that unscales its own gradients, as fused ones do, so
+            ``configure_optimizers`` asks for it at full precision only.
+    """
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, fused=True)
+        except RuntimeError:  # no fused kernel for this device or dtype
+            pass
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+
+
 class MNERSystem(L.LightningModule):
     """BGA-MNER (or BERT-CRF with ``model.use_mcg=false``) with its training objective.
 
@@ -135,7 +155,8 @@ class MNERSystem(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         optim = self.cfg.optim
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, optim), lr=float(optim.lr))
+        mixed = str(self.cfg.trainer.precision).endswith("-mixed")  # Lightning's AMP plugin: no fused
+        optimizer = adamw(parameter_groups(self.model, optim), float(optim.lr), fused=not mixed)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(
             optimizer, num_warmup_steps=int(float(optim.warmup_ratio) * total),
@@ -254,4 +275,4 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "model.")
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-__all__ = ["MNERSystem", "parameter_groups", "load_system_weights", "strip_prefix"]
+__all__ = ["MNERSystem", "adamw", "parameter_groups", "load_system_weights", "strip_prefix"]

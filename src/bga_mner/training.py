@@ -26,9 +26,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from bga_mner.build import (EpochTimer, ResumeState, best_checkpoint, build_datamodule, build_trainer,
-                            decide_images, make_loggers)
+                            compile_network, decide_images, make_loggers)
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.inference import save_inference_checkpoint
+from bga_mner.metrics import TWEET_COUNTS_FILE, tweet_counts_record
 from bga_mner.atomic import atomic_write
 from bga_mner.run import (LAST_CHECKPOINT, build_results, claim_run_dir, git_commit, resume_config, save_config,
                           write_json)
@@ -117,6 +118,7 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt: Path | None = None) ->
         save_config(cfg, run_dir)
     datamodule = build_datamodule(cfg, run_dir)
     system = MNERSystem(cfg)
+    compile_network(system.model, cfg)  # trainer.compile: the network's forward, in place
     checkpoint, timer = best_checkpoint(run_dir), EpochTimer()
     logged = _logged_rows(run_dir, ckpt) if ckpt is not None and rank_zero else None
     loggers = make_loggers(cfg, run_dir)
@@ -135,6 +137,7 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt: Path | None = None) ->
 
     tweets = [Tweet(i, list(w), list(t)) for i, w, t in system.test_predictions]
     atomic_write(run_dir / "predictions" / "test.conll", lambda tmp: write_conll(tmp, tweets))
+    write_json(run_dir / TWEET_COUNTS_FILE, tweet_counts_record(datamodule.datasets["test"].tweets, tweets))
     save_inference_checkpoint(system, run_dir / "checkpoints" / "inference.pt")
     results = build_results(
         cfg, best_epoch=best["epoch"], dev=best["scores"], test=system.test_scores,

@@ -1,5 +1,6 @@
-"""``bga-mner bench [--config FILE] [key=value ...] [--steps N]``: training and image-free inference
-throughput of BGA-MNER against BERT-CRF, one process (``bga_mner.benchmark``)."""
+"""``bga-mner bench [--config FILE] [key=value ...] [--steps N] [--profile]``: training and image-free
+inference throughput of BGA-MNER against BERT-CRF, one process (``bga_mner.benchmark``); ``--profile``
+adds the time of one training step per part of the network and the FLOP ratio."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one training step per part of the network and count its FLOPs")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -22,6 +25,6 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("bga-mner bench: --steps must be >= 1 and --warmup >= 0")
     from bga_mner.benchmark import format_table, run_bench
 
-    result = run_bench(load_config(args.config, args.overrides), args.steps, args.warmup)
+    result = run_bench(load_config(args.config, args.overrides), args.steps, args.warmup, args.profile)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

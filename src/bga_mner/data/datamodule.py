@@ -15,6 +15,10 @@ Settings (the ``data:`` section of the config):
   the paper's setting (after UMT) gives the model an image that is present but empty, rather than
   marking the image absent. Train and dev are unchanged.
 - cross-domain (Table 6): ``test_name`` / ``test_root`` take the test split of another data set.
+- ``length_buckets`` (e.g. ``[32, 64, 128]``): every batch is padded to the smallest bucket that
+  holds its longest tweet (:func:`pad_to_buckets`), so a compiled network (``trainer.compile``) sees
+  a few shapes only. The largest bucket must hold every tweet (checked in ``setup``) and may not
+  exceed ``model.max_length`` (the v2t generator's textual queries; checked in ``from_config``).
 
 :meth:`MNERDataModule.setup` (which Lightning calls before the first training step) checks the
 whole input before any image is decoded or any step runs: every split file exists, holds at least
@@ -88,10 +92,69 @@ class MNERDataset(Dataset):
         return Item(tweet, self.encodings[i], visual)
 
 
-def collate(items: Sequence[Item], pad_token_id: int) -> dict[str, Any]:
-    """The batch dict of docs/ARCHITECTURE.md (image keys only when the items carry images)."""
+def bucket_length(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``n``.
+
+    Args:
+        n: a length (word pieces or words).
+        buckets: increasing lengths (``data.length_buckets``).
+
+    Raises:
+        ValueError: ``n`` is longer than the largest bucket.
+    """
+    for b in buckets:
+        if n <= b:
+            return int(b)
+    raise ValueError(f"a sequence of {n} word pieces is longer than the largest of "
+                     f"data.length_buckets={list(buckets)}: add a bucket >= data.max_length")
+
+
+def _pad_to(x: torch.Tensor, length: int, value: Any) -> torch.Tensor:
+    """(B, n) -> (B, length), the new columns filled with ``value``."""
+    return torch.nn.functional.pad(x, (0, length - x.shape[1]), value=value)
+
+
+def pad_to_buckets(batch: dict[str, Any], buckets: Sequence[int], pad_token_id: int) -> dict[str, Any]:
+    """Pad the text keys of a collated batch to bucket lengths (``data.length_buckets``), in place.
+
+    The token axis Nt goes to the smallest bucket >= Nt (a longer sequence is a ``ValueError``), with
+    ``pad_token_id`` and attention 0; the word axis W to the smallest bucket >= W, with word start 0,
+    word mask False and label 0 (O). Only a batch holding a tweet of more words than the largest
+    bucket keeps its own W (its words past ``data.max_length`` are truncated: masked anyway). The
+    model masks every padded position, so the outputs at real tokens do not change.
+
+    Args:
+        batch: the dict of :func:`collate` (``input_ids``, ``attention_mask`` (B, Nt); ``word_starts``,
+            ``word_mask``, ``labels`` (B, W)).
+        buckets: increasing lengths.
+        pad_token_id: the tokenizer's padding id.
+    """
+    n_tokens = bucket_length(batch["input_ids"].shape[1], buckets)
+    batch["input_ids"] = _pad_to(batch["input_ids"], n_tokens, pad_token_id)  # (B, Nt_bucket)
+    batch["attention_mask"] = _pad_to(batch["attention_mask"], n_tokens, 0)
+    n_words = batch["labels"].shape[1]
+    if n_words <= buckets[-1]:
+        n_words = bucket_length(n_words, buckets)
+    batch["word_starts"] = _pad_to(batch["word_starts"], n_words, 0)  # (B, W_bucket)
+    batch["word_mask"] = _pad_to(batch["word_mask"], n_words, False)
+    batch["labels"] = _pad_to(batch["labels"], n_words, 0)
+    return batch
+
+
+def collate(items: Sequence[Item], pad_token_id: int,
+            length_buckets: Sequence[int] | None = None) -> dict[str, Any]:
+    """The batch dict of docs/ARCHITECTURE.md (image keys only when the items carry images).
+
+    Args:
+        items: the dataset elements of the batch.
+        pad_token_id: the tokenizer's padding id.
+        length_buckets: pad the text axes to these lengths (:func:`pad_to_buckets`); None: to the
+            batch's longest.
+    """
     batch: dict[str, Any] = collate_text([it.encoding for it in items],
                                          [it.tweet.tags for it in items], pad_token_id)
+    if length_buckets:
+        pad_to_buckets(batch, length_buckets, pad_token_id)
     if items[0].visual is not None:
         batch["image"] = torch.stack([it.visual.image for it in items])          # (B, 3, G, G)
         batch["crops"] = torch.stack([it.visual.crops for it in items])          # (B, K, 3, C, C)
@@ -142,8 +205,19 @@ class MNERDataModule(L.LightningDataModule):
     @classmethod
     def from_config(cls, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase,
                     run_dir: str | Path | None = None) -> "MNERDataModule":
-        """Build from the whole merged config (``data``, ``seed``, ``paths``)."""
-        return cls(section(cfg, "data"), tokenizer, seed=cfg.seed, run_dir=run_dir,
+        """Build from the whole merged config (``data``, ``seed``, ``paths``).
+
+        Raises:
+            ConfigError: the largest of ``data.length_buckets`` exceeds ``model.max_length`` (the
+                image-to-text generator has that many textual queries, one per token position).
+        """
+        data_cfg: DataConfig = section(cfg, "data")
+        buckets = data_cfg.length_buckets
+        if buckets and buckets[-1] > int(cfg.model.max_length):
+            raise ConfigError(f"data.length_buckets={list(buckets)}: the largest bucket exceeds "
+                              f"model.max_length={cfg.model.max_length}, the v2t generator's number "
+                              "of textual queries (one per word-piece position)")
+        return cls(data_cfg, tokenizer, seed=cfg.seed, run_dir=run_dir,
                    data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir)
 
     # ------------------------------------------------------------------ locations
@@ -214,6 +288,7 @@ class MNERDataModule(L.LightningDataModule):
         for split in SPLITS:
             encodings = encode_batch(self.tokenizer, [t.words for t in tweets[split]],
                                      self.cfg.max_length)
+            self._check_buckets(split, encodings)
             self.truncated_counts[split] = sum(e.truncated for e in encodings)
             if self.truncated_counts[split]:
                 log.info("%s: %d of %d tweets truncated to max_length=%d word pieces", split,
@@ -231,6 +306,15 @@ class MNERDataModule(L.LightningDataModule):
             self.image_counts[split] = counts
             self.missing_image_counts[split] = None if counts is None else counts.without_image
             self.datasets[split] = MNERDataset(tweets[split], encodings, store, replacement)
+
+    def _check_buckets(self, split: str, encodings: Sequence[Encoding]) -> None:
+        """Every encoded tweet fits the largest length bucket (checked before any step runs)."""
+        buckets = self.cfg.length_buckets
+        longest = max(len(e.input_ids) for e in encodings)
+        if buckets and longest > buckets[-1]:
+            raise ConfigError(f"{split}: a tweet of {longest} word pieces is longer than the largest "
+                              f"of data.length_buckets={list(buckets)}; the largest bucket must be "
+                              f">= data.max_length={self.cfg.max_length}")
 
     def _limit_train(self, train: list[Tweet]) -> list[Tweet]:
         n = self.cfg.train_limit
@@ -273,7 +357,8 @@ class MNERDataModule(L.LightningDataModule):
                           batch_size=self.cfg.batch_size if shuffle else self.cfg.eval_batch_size,
                           shuffle=shuffle, sampler=sampler, generator=generator, num_workers=workers,
                           persistent_workers=workers > 0,
-                          collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id))
+                          collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id,
+                                             length_buckets=self.cfg.length_buckets))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -23,13 +23,22 @@ their exact derivative ``w_j * (g_j - gbar)``, and the scores their exact softma
 
 A row with no kept unit gets all-zero weights (context 0) instead of an error: no data-dependent
 check, so ``torch.compile`` traces one graph. The samplers keep at least one unit per sample anyway.
-SDPA is not used: its boolean mask would give removed units a zero sampler gradient.
+
+Two kernels, one result (``attend``): where the keep mask carries a gradient (a sampled mask in
+training: the generators' reconstruction passes, Eqs. 2-4), the attention is computed through
+``masked_softmax`` so the sampler gets its bounded straight-through gradient. Everywhere else (the
+hybrid layers' boolean masks of Eq. 8, the cycle passes' fixed masks of Eq. 6, evaluation,
+``use_scs=false``) there is no gradient to give, and ``F.scaled_dot_product_attention`` with the
+boolean mask computes the same context (removed units get exactly zero weight; a row with no kept
+unit gets context 0, as above) with fewer passes over memory. Its weights are never materialised;
+``need_weights=True`` computes them separately with ``masked_softmax`` (the analyses' path).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -56,6 +65,8 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         scores: (B, h, Nq, Nk) attention logits.
         keep: (B, Nk) 0/1 mask, float (gradients flow into it) or bool.
     """
+    dtype = scores.dtype
+    scores = scores.float()  # the exp/sum in float32, also under bf16 autocast (weights returned in dtype)
     k = keep[:, None, None, :].to(scores.dtype)  # (B, 1, 1, Nk)
     kept = k.detach() > 0
     shift = scores.detach().masked_fill(~kept, float("-inf")).amax(-1, keepdim=True)
@@ -65,29 +76,58 @@ def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     total = num.sum(-1, keepdim=True)  # >= 1 where the row keeps a hard 0/1 unit, 0 where it keeps none
     weights = num / (total + (total == 0).to(total.dtype))
     if not (k.requires_grad and torch.is_grad_enabled()):
-        return weights
+        return weights.to(dtype)
     # Removed units: exp(S_j) * keep_j has a zero derivative in keep_j above (e_j = 0); give them the
     # bounded straight-through one instead, through a term that is exactly 0 in value.
     with torch.no_grad():
         c = torch.sigmoid(scores - shift - torch.log(total)).masked_fill(kept, 0.0)  # total 0 -> c = 1
     dk = k - k.detach()  # 0 in value, d/dkeep = 1
     cdk = c * dk
-    return weights + (cdk - weights.detach() * cdk.sum(-1, keepdim=True))
+    return (weights + (cdk - weights.detach() * cdk.sum(-1, keepdim=True))).to(dtype)
+
+
+def compose_linear(weight: torch.Tensor, bias: torch.Tensor | None, inner: nn.Module | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The affine map ``x -> weight @ inner(x) + bias`` as one (weight, bias) when ``inner`` is a
+    Linear (``W Wi``, ``W bi + b``); unchanged when it is the identity.
+
+    Args:
+        weight: (d_out, d); bias: (d_out,) or None.
+        inner: an ``nn.Linear(m, d)``, ``nn.Identity`` or None (the identity).
+    """
+    if not isinstance(inner, nn.Linear):
+        return weight, bias
+    if inner.bias is not None:
+        bias = weight @ inner.bias if bias is None else torch.addmv(bias, weight, inner.bias)  # (d_out,)
+    return weight @ inner.weight, bias  # (d_out, m)
+
+
+def keep_has_gradient(keep: torch.Tensor) -> bool:
+    """Whether a keep mask passes a gradient back (a sampled mask in training): ``masked_softmax`` then."""
+    return keep.requires_grad and torch.is_grad_enabled()
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float,
-           dropout: float = 0.0, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled dot-product attention over kept keys.
+           dropout: float = 0.0, training: bool = False, need_weights: bool = True
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over kept keys (Eq. 3's mask; module docstring: which kernel).
 
     Args:
         q: (B, h, Nq, dh); k, v: (B, h, Nk, dh).
         keep: (B, Nk) 0/1 mask of the keys (see ``masked_softmax``).
         scale: the logit scale, usually dh ** -0.5.
         dropout: attention-weight dropout probability (training only).
+        need_weights: also return the weights; False lets a mask without gradient skip them.
 
     Returns:
-        the context (B, h, Nq, dh) and the attention weights (B, h, Nq, Nk) before dropout.
+        the context (B, h, Nq, dh) and the attention weights (B, h, Nq, Nk) before dropout (None
+        when ``need_weights`` is False and the mask carries no gradient).
     """
-    weights = masked_softmax((q @ k.transpose(-2, -1)) * scale, keep)
-    context = F.dropout(weights, dropout, training) @ v
+    p = dropout if training else 0.0
+    if keep_has_gradient(keep):  # the sampler learns through the weights
+        weights = masked_softmax((q @ k.transpose(-2, -1)) * scale, keep)  # (B, h, Nq, Nk)
+        return F.dropout(weights, p, training) @ v, weights
+    kept = (keep if keep.dtype == torch.bool else keep > 0)[:, None, None, :]  # (B, 1, 1, Nk)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=kept, dropout_p=p, scale=scale)
+    weights = masked_softmax((q @ k.transpose(-2, -1)) * scale, keep) if need_weights else None
     return context, weights

@@ -30,6 +30,12 @@ Decisions where the paper is silent (also in docs/implementation_notes.md):
 
 ``use_mcg=False`` builds exactly BERT-CRF: the same text-encoder layers (their own ``forward``) and CRF head,
 no sampler, generator or visual module.
+
+Speed (issue 11; the same outputs up to float rounding, tests/test_speed_equivalence.py): each
+generator's input-independent work is computed once per forward pass (``precompute``, shared by
+its N reconstruction and N cycle calls), ``visual_to_text`` is composed into the text layers'
+key/value maps when cheaper (``extra_proj``), and the parts of the pass run under ``bga:`` profiler
+labels (``labels.py``) that ``bga-mner bench --profile`` reads.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from bga_mner.config import ModelConfig
 from bga_mner.models.backbones import VisualSpec
 from bga_mner.models.backbones import visual_spec as spec_of
 from bga_mner.models.crf_head import CRFHead
-from bga_mner.models.generator import CrossModalGenerator, masked_token_loss
+from bga_mner.models.generator import CrossModalGenerator, GeneratorCache, masked_token_loss
 from bga_mner.models.hybrid_layer import HybridTextLayer, HybridViTBlock
+from bga_mner.models.labels import label
 from bga_mner.models.sampler import ContextSampler, keep_ratio_loss
 from bga_mner.models.visual_embedding import VisualEmbedding
 
@@ -207,11 +214,13 @@ class BGAMNER(nn.Module):
                 when ``inference_visual='real'``. False is image-free inference.
         """
         keep_t = batch["attention_mask"].bool()  # (B, Nt)
-        T = self.text_embeddings(input_ids=batch["input_ids"])  # (B, Nt, d_t)
-        T = self.text_layers[0](T, keep_t)
+        with label("text layers"):
+            T = self.text_embeddings(input_ids=batch["input_ids"])  # (B, Nt, d_t)
+            T = self.text_layers[0](T, keep_t)
         if not self.use_mcg:
-            for layer in self.text_layers[1:]:
-                T = layer(T, keep_t)
+            with label("text layers"):
+                for layer in self.text_layers[1:]:
+                    T = layer(T, keep_t)
             return BGAOutput(self._emissions(T, batch), text_states=T)
 
         if visual is None:
@@ -221,46 +230,66 @@ class BGAMNER(nn.Module):
             V, keep_v, has_image = self._visual_tokens(batch)  # (B, Nv, d_v), (B, Nv), (B,)
             m_v = keep_v.to(T.dtype)
         m_t = keep_t.to(T.dtype)
+        pad_t = ~keep_t  # (B, Nt) padded text positions: v2t's query padding
+        B, Nt = keep_t.shape
+        with label("generator precompute"):  # reads no input: once per forward, for all 4N calls
+            c_t2v = self.t2v.precompute(B)  # first block (B or 1, Nv, d_v)
+            c_v2t = self.v2t.precompute(B, Nt, pad_t) if visual else None  # (B, Nt, d_t)
         out = BGAOutput(T)
         N = self.num_bga_layers
         for l in range(N):
-            m_t = self.text_samplers[l](T, m_t, keep_t) if self.use_scs else keep_t.to(T.dtype)  # Eq. 1
-            V_hat = self.t2v(T, m_t)  # (B, Nv, d_v), Eqs. 2-3
+            with label("samplers"):
+                m_t = self.text_samplers[l](T, m_t, keep_t) if self.use_scs else keep_t.to(T.dtype)  # Eq. 1
+            with label("t2v recon"):
+                V_hat = self.t2v(T, m_t, cache=c_t2v)  # (B, Nv, d_v), Eqs. 2-3
             out.text_masks.append(m_t.detach() > 0.5)
             out.generated_visual.append(V_hat)
             if visual:
-                m_v = self.visual_samplers[l](V, m_v, keep_v) if self.use_scs else keep_v.to(T.dtype)
+                with label("samplers"):
+                    m_v = self.visual_samplers[l](V, m_v, keep_v) if self.use_scs else keep_v.to(T.dtype)
                 out.visual_masks.append(m_v.detach() > 0.5)
-                T_hat = self.v2t(V, m_v, T.shape[1], ~keep_t)  # (B, Nt, d_t), Eq. 4
+                with label("v2t recon"):
+                    T_hat = self.v2t(V, m_v, Nt, pad_t, cache=c_v2t)  # (B, Nt, d_t), Eq. 4
                 out.layer_losses.append(self._layer_losses(V, T, V_hat, T_hat, m_v, m_t, keep_v, keep_t,
-                                                           has_image))
+                                                           has_image, c_t2v, c_v2t))
             if real_context:
                 context, context_keep = V, keep_v  # Table 4: real visual tokens
             else:
                 context, context_keep = V_hat, None  # generated tokens, all attended
-            T_next = self.text_layers[l + 1](T, keep_t, self.visual_to_text(context), context_keep)  # Eq. 8
+            with label("text layers"):  # Eq. 8; visual_to_text maps the context in (folded when cheaper)
+                T_next = self.text_layers[l + 1](T, keep_t, context, context_keep, extra_proj=self.visual_to_text)
             if visual and l < N - 1:
-                V = self.visual_layers[l + 1](V, keep_v, self.text_to_visual(T_hat), keep_t)  # Eq. 8
+                with label("visual blocks"):
+                    with label("hybrid extra keys"):
+                        extra_v = self.text_to_visual(T_hat)  # (B, Nt, d_v)
+                    V = self.visual_layers[l + 1](V, keep_v, extra_v, keep_t)  # Eq. 8
             T = T_next
         out.emissions, out.text_states = self._emissions(T, batch), T
         return out
 
     def _layer_losses(self, V: torch.Tensor, T: torch.Tensor, V_hat: torch.Tensor, T_hat: torch.Tensor,
                       m_v: torch.Tensor, m_t: torch.Tensor, keep_v: torch.Tensor, keep_t: torch.Tensor,
-                      has_image: torch.Tensor) -> LayerLosses:
-        """The raw terms of one layer: Eq. 5, Eqs. 6-7 and the samplers' keep ratio."""
+                      has_image: torch.Tensor, c_t2v: GeneratorCache | None = None,
+                      c_v2t: GeneratorCache | None = None) -> LayerLosses:
+        """The raw terms of one layer: Eq. 5, Eqs. 6-7 and the samplers' keep ratio
+        (``c_t2v``/``c_v2t``: the generators' ``precompute`` of this forward pass, or None)."""
         ratio_t = ratio_v = cycle_v = cycle_t = None
-        if self.use_scs:  # how much each sampler keeps (DynamicViT's ratio loss)
-            ratio_t = keep_ratio_loss(m_t, keep_t, self.keep_ratio, has_image)
-            ratio_v = keep_ratio_loss(m_v, keep_v, self.keep_ratio, has_image)
         V_tgt, T_tgt = (V.detach(), T.detach()) if self.detach_targets else (V, T)
-        recon_v = masked_token_loss(V_hat, V_tgt, m_v, has_image)  # Eq. 5
-        recon_t = masked_token_loss(T_hat, T_tgt, m_t, has_image)
+        with label("generation losses"):
+            if self.use_scs:  # how much each sampler keeps (DynamicViT's ratio loss)
+                ratio_t = keep_ratio_loss(m_t, keep_t, self.keep_ratio, has_image)
+                ratio_v = keep_ratio_loss(m_v, keep_v, self.keep_ratio, has_image)
+            recon_v = masked_token_loss(V_hat, V_tgt, m_v, has_image)  # Eq. 5
+            recon_t = masked_token_loss(T_hat, T_tgt, m_t, has_image)
         if self.use_cycle:  # Eqs. 6-7: generate back from the generated, all real units kept
-            V_bar = self.t2v(T_hat, keep_t)  # (B, Nv, d_v)
-            T_bar = self.v2t(V_hat, torch.ones_like(keep_v), T.shape[1], ~keep_t)  # (B, Nt, d_t)
-            cycle_v = masked_token_loss(V_bar, V_tgt, m_v, has_image)  # Eq. 7
-            cycle_t = masked_token_loss(T_bar, T_tgt, m_t, has_image)
+            with label("t2v cycle"):
+                V_bar = self.t2v(T_hat, keep_t, cache=c_t2v)  # (B, Nv, d_v)
+            with label("v2t cycle"):
+                T_bar = self.v2t(V_hat, torch.ones_like(keep_v), T.shape[1], ~keep_t,
+                                 cache=c_v2t)  # (B, Nt, d_t)
+            with label("generation losses"):
+                cycle_v = masked_token_loss(V_bar, V_tgt, m_v, has_image)  # Eq. 7
+                cycle_t = masked_token_loss(T_bar, T_tgt, m_t, has_image)
         return LayerLosses(recon_v, recon_t, cycle_v, cycle_t, ratio_t, ratio_v)
 
     def _visual_tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -272,13 +301,16 @@ class BGAMNER(nn.Module):
             raise KeyError(f"the visual branch needs batch keys {missing} (data.use_images=true); "
                            "image-free inference is visual=False")
         keep_v = self.visual_embed.token_mask(batch["crop_mask"])  # (B, Nv)
-        V = self.visual_embed(batch["image"], batch["crops"])  # (B, Nv, d_v)
-        V = self.visual_layers[0](V, keep_v)  # plain block 0
+        with label("visual embedding"):
+            V = self.visual_embed(batch["image"], batch["crops"])  # (B, Nv, d_v)
+        with label("visual blocks"):
+            V = self.visual_layers[0](V, keep_v)  # plain block 0
         return V, keep_v, batch["has_image"].bool()
 
     def _emissions(self, T: torch.Tensor, batch: dict) -> torch.Tensor:
-        idx = batch["word_starts"].unsqueeze(-1).expand(-1, -1, T.shape[-1])  # (B, W, d_t)
-        return self.crf_head(T.gather(1, idx))  # (B, W, num_labels)
+        with label("CRF"):
+            idx = batch["word_starts"].unsqueeze(-1).expand(-1, -1, T.shape[-1])  # (B, W, d_t)
+            return self.crf_head(T.gather(1, idx))  # (B, W, num_labels)
 
     # ------------------------------------------------------------------ parameters
     def inference_state_dict(self) -> dict[str, torch.Tensor]:

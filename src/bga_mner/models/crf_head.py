@@ -1,4 +1,10 @@
-"""CRF decoder (Sec. 3.6, Eqs. 9-10): dropout + linear emissions + ``torchcrf.CRF``."""
+"""CRF decoder (Sec. 3.6, Eqs. 9-10): dropout + linear emissions + ``torchcrf.CRF``.
+
+Precision: the emissions follow the network (bf16 under ``trainer.precision=bf16-mixed``), but the
+CRF's log-partition (a logsumexp chain over the words) and Viterbi run in float32 with autocast off,
+on float32 emissions and transitions, whatever the caller's autocast state or the parameters' dtype
+(``bf16-true``): :meth:`CRFHead.nll`, :meth:`CRFHead.decode`.
+"""
 
 from __future__ import annotations
 
@@ -41,11 +47,15 @@ class CRFHead(nn.Module):
             emissions: (B, W, L); labels: (B, W) long; word_mask: (B, W) bool, a prefix mask per row.
         """
         mask, empty = self._crf_mask(word_mask)
-        llh = self.crf(emissions, labels, mask=mask, reduction="none")  # (B,)
+        params = {name: p.float() for name, p in self.crf.named_parameters()}  # no copy when fp32
+        with torch.autocast(emissions.device.type, enabled=False):  # Eq. 10's log-partition in fp32
+            llh = torch.func.functional_call(self.crf, params, (emissions.float(), labels),
+                                             {"mask": mask, "reduction": "none"})  # (B,)
         return -torch.where(empty, torch.zeros_like(llh), llh).mean()
 
     def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> list[list[int]]:
         """Viterbi label ids of the present words of each row (``[]`` for a row with none)."""
         mask, empty = self._crf_mask(word_mask)
-        paths = self.crf.decode(emissions, mask=mask)
+        with torch.autocast(emissions.device.type, enabled=False):  # Viterbi in fp32 (torchcrf's sums
+            paths = self.crf.decode(emissions.float(), mask=mask)  # are out of place: they promote)
         return [[] if e else p for p, e in zip(paths, empty.tolist())]

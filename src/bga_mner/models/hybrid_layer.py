@@ -19,22 +19,32 @@ sequence:
   entering the block).
 
 Without extra tokens the wrapped layer's own ``forward`` runs (a plain encoder layer / ViT block).
-Masked keys (padding, missing crops) get exactly zero attention weight. Anything else (DistilBERT's
-``TransformerBlock``, ALBERT, GPT-2, a timm ``ResPostBlock`` or rotary attention, ...) is a
-``TypeError`` when it is wrapped.
+Masked keys (padding, missing crops) get exactly zero attention weight. The masks are boolean (no
+gradient), so the attention runs in ``F.scaled_dot_product_attention`` (``attention.attend``); the
+weights are computed only when asked for (``return_attention``). The generated tokens are projected
+to keys and values only (in the ViT block as well: their queries would be discarded), under the
+profiler label ``hybrid extra keys``. A text layer may be handed the generated tokens at their own
+width with the ``Linear`` that maps them in (``extra_proj``: ``visual_to_text`` at the demo's 128 ->
+384); when it costs fewer multiply-adds, that map is composed into the key and value maps
+(``W_k W_p``, once per call) instead of applied to every token (``folds_extra_projection``).
+
+Anything else (DistilBERT's ``TransformerBlock``, ALBERT, GPT-2, a timm ``ResPostBlock`` or rotary
+attention, ...) is a ``TypeError`` when it is wrapped.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 from transformers.models.bert.modeling_bert import BertLayer
 from transformers.models.roberta.modeling_roberta import RobertaLayer
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLayer
 
-from bga_mner.models.attention import attend, merge_heads, split_heads
+from bga_mner.models.attention import attend, compose_linear, merge_heads, split_heads
 from bga_mner.models.backbones import SUPPORTED_TEXT, check_vit_block
+from bga_mner.models.labels import label
 
 # the transformers encoder layers HybridTextLayer wraps (one per supported text family)
 TEXT_LAYER_TYPES: tuple[type[nn.Module], ...] = (BertLayer, RobertaLayer, XLMRobertaLayer)
@@ -77,15 +87,27 @@ class HybridTextLayer(nn.Module):
         self.layer = layer
         self.dim, self.heads = d, sa.num_attention_heads
 
+    def folds_extra_projection(self, extra_proj: nn.Module, tokens: int) -> bool:
+        """Whether composing ``extra_proj`` (m -> d) into the key and value maps (2 d^2 m once, then
+        2 d m per token) costs fewer multiply-adds than mapping ``tokens`` tokens first (d m + 2 d^2 each)."""
+        if not isinstance(extra_proj, nn.Linear):
+            return False
+        m, d = extra_proj.in_features, self.dim
+        return 2 * d * d * m + tokens * 2 * d * m < tokens * (d * m + 2 * d * d)
+
     def forward(self, hidden: torch.Tensor, keep: torch.Tensor, extra: torch.Tensor | None = None,
-                extra_keep: torch.Tensor | None = None, return_attention: bool = False):
+                extra_keep: torch.Tensor | None = None, return_attention: bool = False,
+                extra_proj: nn.Module | None = None):
         """One layer.
 
         Args:
             hidden: (B, N, d) the branch's tokens; keep: (B, N) bool, real tokens.
-            extra: (B, M, d) generated tokens of the other modality (None: the plain encoder layer).
+            extra: (B, M, d) generated tokens of the other modality (None: the plain encoder layer),
+                or (B, M, m) with ``extra_proj``.
             extra_keep: (B, M) bool, which extra tokens may be attended (default all).
             return_attention: also return the attention weights (B, h, N, N + M).
+            extra_proj: the map of ``extra`` to the width d (an ``nn.Linear(m, d)`` or identity);
+                None: ``extra`` is at width d.
         """
         if extra is None:
             assert not return_attention, "attention weights are only exposed for the hybrid path"
@@ -93,12 +115,20 @@ class HybridTextLayer(nn.Module):
         if extra_keep is None:
             extra_keep = torch.ones(extra.shape[:2], dtype=torch.bool, device=extra.device)
         sa = self.layer.attention.self
-        kv = torch.cat([hidden, extra], dim=1)  # (B, N + M, d)
         q = split_heads(sa.query(hidden), self.heads)  # (B, h, N, dh)
-        k = split_heads(sa.key(kv), self.heads)  # (B, h, N + M, dh)
-        v = split_heads(sa.value(kv), self.heads)
+        k, v = sa.key(hidden), sa.value(hidden)  # (B, N, d)
+        with label("hybrid extra keys"):  # Eq. 8's [T W^K; V_hat W^K], [T W^V; V_hat W^V]
+            fold = extra_proj is not None and self.folds_extra_projection(extra_proj, extra.shape[0] * extra.shape[1])
+            if fold:
+                (w_k, b_k), (w_v, b_v) = (compose_linear(m.weight, m.bias, extra_proj) for m in (sa.key, sa.value))
+                k_x, v_x = F.linear(extra, w_k, b_k), F.linear(extra, w_v, b_v)  # (B, M, d)
+            else:
+                extra = extra if extra_proj is None else extra_proj(extra)  # (B, M, d)
+                k_x, v_x = sa.key(extra), sa.value(extra)
+            k = split_heads(torch.cat([k, k_x], dim=1), self.heads)  # (B, h, N + M, dh)
+            v = split_heads(torch.cat([v, v_x], dim=1), self.heads)
         context, weights = attend(q, k, v, torch.cat([keep, extra_keep], 1), sa.scaling,
-                                  sa.dropout.p, self.training)
+                                  sa.dropout.p, self.training, need_weights=return_attention)
         attn_out = self.layer.attention.output(merge_heads(context), hidden)  # dense, dropout, add & norm
         out = self.layer.feed_forward_chunk(attn_out)  # (B, N, d)
         return (out, weights) if return_attention else out
@@ -140,12 +170,17 @@ class HybridViTBlock(nn.Module):
             return b(x, attn_mask=additive_mask(keep, x.dtype))
         if extra_keep is None:
             extra_keep = torch.ones(extra.shape[:2], dtype=torch.bool, device=extra.device)
-        attn, n = b.attn, x.shape[1]
-        qkv = attn.qkv(b.norm1(torch.cat([x, extra], dim=1)))  # (B, N + M, 3 h dh)
-        q, k, v = (split_heads(t, self.heads) for t in qkv.chunk(3, dim=-1))  # (B, h, N + M, dh)
-        q, k = attn.q_norm(q[:, :, :n]), attn.k_norm(k)  # queries: own tokens only
+        attn = b.attn
+        q, k, v = (split_heads(t, self.heads) for t in attn.qkv(b.norm1(x)).chunk(3, dim=-1))  # (B, h, N, dh)
+        with label("hybrid extra keys"):  # keys and values of the generated tokens (no queries)
+            inner = q.shape[1] * q.shape[-1]
+            kv_x = F.linear(b.norm1(extra), attn.qkv.weight[inner:],
+                            None if attn.qkv.bias is None else attn.qkv.bias[inner:])  # (B, M, 2 h dh)
+            k_x, v_x = (split_heads(t, self.heads) for t in kv_x.chunk(2, dim=-1))  # (B, h, M, dh)
+            k, v = torch.cat([k, k_x], dim=2), torch.cat([v, v_x], dim=2)  # (B, h, N + M, dh)
+        q, k = attn.q_norm(q), attn.k_norm(k)  # queries: own tokens only
         context, weights = attend(q, k, v, torch.cat([keep, extra_keep], 1), attn.scale,
-                                  attn.attn_drop.p, self.training)
+                                  attn.attn_drop.p, self.training, need_weights=return_attention)
         out = attn.proj_drop(attn.proj(attn.norm(merge_heads(context))))  # (B, N, d)
         x = x + b.drop_path1(b.ls1(out))
         x = x + b.drop_path2(b.ls2(b.mlp(b.norm2(x))))

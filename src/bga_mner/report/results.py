@@ -2,21 +2,24 @@
 
 Every ``results.json`` under a runs folder is read (docs/ARCHITECTURE.md) and classified by what it
 measures, the :class:`Setting`. Runs of one setting that differ only in seed are aggregated (mean
-and sample std over seeds, :class:`Stat`), so a setting shared by two tables is trained once.
+and sample std over seeds, :class:`~bga_mner.report.statistics.Stat`), so a setting shared by two
+tables is trained once. A run folder's ``predictions/test_counts.json`` (per-tweet span counts) is
+read with it, for the confidence intervals and tests of :mod:`bga_mner.report.statistics`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from omegaconf import OmegaConf
+
+from bga_mner.report.statistics import Stat, TweetCounts, read_counts
 
 # the package's logger, as before the split into modules (log filters and formats keep matching)
 log = logging.getLogger(__package__)
@@ -65,13 +68,15 @@ class Setting:
 
 @dataclass
 class RunResult:
-    """One ``results.json``: its path, seed, setting and the test metrics."""
+    """One ``results.json``: its path, seed, setting, the test metrics and, where the run folder
+    has them, the per-tweet span counts of its test predictions (the report's statistics)."""
 
     path: Path
     seed: int
     setting: Setting
     test: dict[str, dict[str, float]]
     experiment: str | None = None
+    counts: TweetCounts | None = None
 
 
 def setting_of(data: Mapping[str, Any]) -> Setting:
@@ -97,9 +102,15 @@ def _read_run(path: Path) -> RunResult:
         data = json.loads(path.read_text(encoding="utf-8"))
         run = RunResult(path=path, seed=int(data["seed"]), setting=setting_of(data),
                         test=data["test"], experiment=data.get("experiment"))
-        run.test["overall"]["f1"]  # noqa: B018 - required key
+        f1 = float(run.test["overall"]["f1"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a valid results.json ({type(err).__name__}: {err})") from err
+    counts = read_counts(path.parent)
+    if counts is not None and abs(counts.score() - f1) > 0.01:
+        log.warning("%s: its per-tweet counts give test F1 %.4f, results.json %.4f; counts ignored",
+                    path.parent, counts.score(), f1)
+        counts = None
+    run.counts = counts
     return run
 
 
@@ -134,26 +145,6 @@ def load_params(runs_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
         runs_dir: folder searched recursively for ``params.json``.
     """
     return [(p, json.loads(p.read_text(encoding="utf-8"))) for p in sorted(Path(runs_dir).rglob(PARAMS_FILE))]
-
-
-@dataclass
-class Stat:
-    """Mean and sample std of one metric over seeds (std None for a single seed)."""
-
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
-
-    def __str__(self) -> str:
-        if not self.values:
-            return "—"
-        return f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "")
 
 
 def metric(runs: Sequence[RunResult], group: str, name: str = "f1") -> Stat:

@@ -1,10 +1,17 @@
 """Markdown rendering of Tables 2-7 and of Fig. 5 in numbers.
 
-Each table shows ours (mean ± std over seeds), the paper's number (``resources/paper_results.yaml``)
-and the difference, one section per data set (or cross-domain pair) and profile. Every sectioned
-table goes through one loop, :func:`_render_sections`, and builds its rows with the shared row
-helpers (:func:`_compare_rows`, :func:`_f1_row`). Runs of the smoke profile are labelled as such:
-synthetic data and tiny models, not comparable to the paper.
+Each table shows ours (mean ± std over seeds, and n), a 95% bootstrap confidence interval over
+test tweets pooled over seeds, the paper's number (``resources/paper_results.yaml``) and the
+difference, one section per data set (or cross-domain pair) and profile. Every comparison the
+paper makes (BGA-MNER against BERT-CRF, each ablation against the full model, generated against
+real visual features, test images present against empty, BGA against TEXT at each training-set
+size) gets a significance table under its section (:func:`_significance`): the across-seed ASO
+eps_min both ways, the within-seed randomisation p-value and a verdict
+(:mod:`bga_mner.report.statistics`, docs/statistics.md). With a single seed it says that one
+seed supports no comparison. Every sectioned table goes through one loop,
+:func:`_render_sections`, and builds its rows with the shared row helpers (:func:`_compare_rows`,
+:func:`_f1_row`). Runs of the smoke profile are labelled as such: synthetic data and tiny models,
+not comparable to the paper.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Sized, TypeVar
 
-from bga_mner.report.results import (OVERALL, PAPER_DATASETS, TYPES, RunResult, Stat, fig5_series, metric,
+from bga_mner.report.results import (OVERALL, PAPER_DATASETS, TYPES, RunResult, fig5_series, log, metric,
                                      paper_results, select)
+from bga_mner.report.statistics import (ASO_THRESHOLD, CONFIDENCE, Arm, Stat, bootstrap_ci, compare,
+                                        pool_seeds)
 
 SMOKE_NOTE = "synthetic (smoke profile) — not comparable to the paper"
 PAPER_TEXT_ENCODER = "bert-base-uncased"
@@ -25,7 +34,20 @@ ABLATIONS = (("BGA-MNER", "full", True, True, "bga-mner"),
              ("w/o SCS & w/o cycle", "wo_scs_cycle", False, False, "bga-mner"),
              ("w/o SCS & w/o MCG (BERT-CRF)", "wo_scs_mcg", True, True, "bert-crf"))
 
+SINGLE_SEED_NOTE = ("_A single seed supports no comparison: a verdict needs at least 2 seeds on each side "
+                    "(the paper targets run 5 by default, `SEEDS='42 43 44 45 46'`). The randomisation "
+                    "p-value of one seed measures only the sampling of the test tweets, not the seed's._")
+SIGNIFICANCE_LEGEND = (
+    f"_Significance: ASO = Almost Stochastic Order over the seeds' test F1 (deepsig, confidence "
+    f"{CONFIDENCE:.2f}); A is better when ε_min(A > B) < {ASO_THRESHOLD}, the verdict. AR p = paired "
+    "approximate randomisation over the test tweets of the seeds both sides ran, pooled (two-sided; it "
+    "measures the test set's sampling, not the seeds'). 95% CI: percentile bootstrap over test tweets, "
+    "each tweet's span counts summed over the seeds. Why these tests: docs/statistics.md._")
+SIGNIFICANCE_HEADER = ["Comparison (A vs B)", "seeds (A, B)", "Δ F1 (A − B)", "ASO ε_min (A > B)",
+                       "ASO ε_min (B > A)", "AR p (paired seeds)", "Verdict"]
+
 Row = list[str]
+Pair = tuple[str, Sequence[RunResult], str, Sequence[RunResult]]  # (label A, runs A, label B, runs B)
 T = TypeVar("T")
 
 
@@ -64,39 +86,91 @@ def _empty(title: str, target: str) -> str:
     return f"## {title}\n\n_No runs for this table: `make {target}` writes them._\n"
 
 
+def _ci(runs: Sequence[RunResult], group: str = "overall", measure: str = "f1") -> str:
+    """``[low, high]``: the 95% bootstrap interval over test tweets of ``runs`` pooled over seeds;
+    "—" when a run has no per-tweet counts (or the runs' test tweets differ)."""
+    counts = [r.counts for r in runs]
+    if not counts or any(c is None for c in counts):
+        return "—"
+    try:
+        low, high = bootstrap_ci(pool_seeds(counts), group, measure)  # type: ignore[arg-type]
+    except ValueError as err:
+        log.warning("no confidence interval for %s: %s", [str(r.path) for r in runs], err)
+        return "—"
+    return f"[{low:.2f}, {high:.2f}]"
+
+
+def _arm(label: str, runs: Sequence[RunResult]) -> Arm:
+    return Arm(label, {r.seed: float(r.test["overall"]["f1"]) for r in runs},
+               {r.seed: r.counts for r in runs if r.counts is not None})
+
+
+def _significance(pairs: Iterable[Pair]) -> str | None:
+    """The significance table of a section: one row per comparison whose two sides have runs (A is
+    the side the paper expects to be better), and the single-seed note when a side has one seed.
+    None without any comparison."""
+    rows, single = [], False
+    for label_a, runs_a, label_b, runs_b in pairs:
+        if not runs_a or not runs_b:
+            continue
+        c = compare(_arm(label_a, runs_a), _arm(label_b, runs_b))
+        single |= min(c.n_a, c.n_b) < 2
+        p = "—" if c.p_value is None else f"{c.p_value:.4f} ({_seeds(c.paired_seeds)})"
+        rows.append([f"{label_a} vs {label_b}", f"{c.n_a}, {c.n_b}", _signed(c.delta),
+                     _num(c.eps_ab), _num(c.eps_ba), p, c.verdict])
+    if not rows:
+        return None
+    return _md(SIGNIFICANCE_HEADER, rows) + (f"\n\n{SINGLE_SEED_NOTE}" if single else "")
+
+
 def _render_sections(title: str, heading: str, header: Sequence[str], sections: Mapping[tuple[str, str], T],
-                     rows_of: Callable[[str, str, T], list[Row] | None]) -> str:
+                     rows_of: Callable[[str, str, T], list[Row] | None],
+                     pairs_of: Callable[[str, str, T], Iterable[Pair]] | None = None) -> str:
     """The section loop of every sectioned table: ``## title``, then per (section, profile) a heading
-    and a table of ``rows_of(section, profile, runs)``; a section whose rows are None is left out."""
-    parts = [f"## {title}"]
+    and a table of ``rows_of(section, profile, runs)`` (a section whose rows are None is left out),
+    then the significance table of the comparisons ``pairs_of(section, profile, runs)``; the legend
+    of the tests closes a table that has one."""
+    parts, tested = [f"## {title}"], False
     for (section, profile), runs in sections.items():
         rows = rows_of(section, profile, runs)
-        if rows is not None:
-            parts += [_heading(heading, section, profile), _md(header, rows)]
+        if rows is None:
+            continue
+        parts += [_heading(heading, section, profile), _md(header, rows)]
+        significance = _significance(pairs_of(section, profile, runs)) if pairs_of else None
+        if significance is not None:
+            parts.append(significance)
+            tested = True
+    if tested:
+        parts.append(SIGNIFICANCE_LEGEND)
     return "\n\n".join(parts) + "\n"
 
 
-def _compare_rows(label: str, runs: Sized, ours: Sequence[Stat], paper: Mapping[str, float] | None,
+def _compare_rows(label: str, runs: Sequence[RunResult], ours: Sequence[Stat], paper: Mapping[str, float] | None,
                   cols: Sequence[str]) -> list[Row]:
-    """One method's row of ours (mean ± std) and, where the paper has it, its row and the difference.
+    """One method's row of ours (mean ± std), the row of its 95% CIs and, where the paper has it,
+    its row and the difference.
 
     Args:
         label: the method's name.
-        runs: our runs of it (for the seed count).
+        runs: our runs of it (seeds).
         ours: one :class:`Stat` per column.
         paper: the paper's numbers by column name, or None (no paper rows).
-        cols: the column names, in the order of ``ours``.
+        cols: the column names, in the order of ``ours``: an entity type (its F1) or precision,
+            recall, f1 (overall).
     """
-    rows = [[f"{label} (ours, {_seeds(runs)})", *map(str, ours)]]
+    rows = [[f"{label} (ours, {_seeds(runs)})", *map(str, ours)],
+            [f"{label} 95% CI (tweets{f', {_seeds(runs)} pooled' if len(runs) > 1 else ''})",
+             *(_ci(runs, c, "f1") if c in TYPES else _ci(runs, "overall", c) for c in cols)]]
     if paper:
         rows.append([f"{label} (paper)", *(_num(paper[c]) for c in cols)])
         rows.append(["Δ ours − paper", *(_diff(o.mean, paper[c]) for o, c in zip(ours, cols))])
     return rows
 
 
-def _f1_row(label: str, runs: Sized, f1: Stat, paper: float | None) -> Row:
-    """``[label, seeds, F1 (ours), F1 (paper), Δ ours − paper]``: one setting's overall F1."""
-    return [label, _seeds(runs), str(f1), _num(paper), _diff(f1.mean, paper)]
+def _f1_row(label: str, runs: Sequence[RunResult], paper: float | None) -> Row:
+    """``[label, seeds, F1 (ours), 95% CI, F1 (paper), Δ ours − paper]``: one setting's overall F1."""
+    f1 = metric(runs, "overall")
+    return [label, _seeds(runs), str(f1), _ci(runs), _num(paper), _diff(f1.mean, paper)]
 
 
 def render_table2(results: Sequence[RunResult]) -> str:
@@ -122,7 +196,11 @@ def render_table2(results: Sequence[RunResult]) -> str:
             rows += _compare_rows(label, mine, ours, paper, cols)
         return rows
 
-    return _render_sections(title, "Table 2", ["Method", *TYPES, "P", "R", "F1"], sections, rows_of)
+    def pairs_of(section: str, profile: str, runs: list[RunResult]) -> list[Pair]:
+        return [("BGA-MNER", [r for r in runs if r.setting.model == "bga-mner"],
+                 "BERT-CRF", [r for r in runs if r.setting.model == "bert-crf"])]
+
+    return _render_sections(title, "Table 2", ["Method", *TYPES, "P", "R", "F1"], sections, rows_of, pairs_of)
 
 
 def render_table3(results: Sequence[RunResult]) -> str:
@@ -136,25 +214,33 @@ def render_table3(results: Sequence[RunResult]) -> str:
     if not sections:
         return _empty(title, "ablations")
 
+    def ablation_runs(runs: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
+        return [(label, key, [r for r in runs if r.setting.model == model
+                              and (model == "bert-crf" or (r.setting.use_scs, r.setting.use_cycle) == (scs, cycle))])
+                for label, key, scs, cycle, model in ABLATIONS]
+
     def rows_of(section: str, profile: str, runs: list[RunResult]) -> list[Row]:
         paper = paper_results()["table3"] if profile != "smoke" and section in PAPER_DATASETS else None
         full = metric([r for r in runs if r.setting.is_full()], "overall").mean
         pfull = paper["full"][section] if paper else None
         rows = []
-        for label, key, scs, cycle, model in ABLATIONS:
-            mine = [r for r in runs if r.setting.model == model
-                    and (model == "bert-crf" or (r.setting.use_scs, r.setting.use_cycle) == (scs, cycle))]
+        for label, key, mine in ablation_runs(runs):
             if not mine:
                 continue
             f1, pf1 = metric(mine, "overall"), (paper[key][section] if paper else None)
             drop = None if key == "full" or full is None else f1.mean - full
             pdrop = None if key == "full" or pf1 is None else pf1 - pfull
-            name, seeds, ours, theirs, delta = _f1_row(label, mine, f1, pf1)
-            rows.append([name, seeds, ours, _signed(drop), theirs, _signed(pdrop), delta])
+            name, seeds, ours, ci, theirs, delta = _f1_row(label, mine, pf1)
+            rows.append([name, seeds, ours, ci, _signed(drop), theirs, _signed(pdrop), delta])
         return rows
 
-    header = ["Setting", "runs", "F1 (ours)", "vs full (ours)", "F1 (paper)", "vs full (paper)", "Δ ours − paper"]
-    return _render_sections(title, "Table 3", header, sections, rows_of)
+    def pairs_of(section: str, profile: str, runs: list[RunResult]) -> list[Pair]:
+        (_, _, full), *ablations = ablation_runs(runs)
+        return [("BGA-MNER", full, label, mine) for label, _, mine in ablations]
+
+    header = ["Setting", "runs", "F1 (ours)", "95% CI", "vs full (ours)", "F1 (paper)", "vs full (paper)",
+              "Δ ours − paper"]
+    return _render_sections(title, "Table 3", header, sections, rows_of, pairs_of)
 
 
 def render_table4(results: Sequence[RunResult]) -> str:
@@ -174,11 +260,16 @@ def render_table4(results: Sequence[RunResult]) -> str:
         for label, key in (("real textual + real visual", "real"), ("real textual + generated visual", "generated")):
             mine = [r for r in runs if r.setting.inference_visual == key]
             pf1 = paper_results()["table4"][key].get(section) if profile != "smoke" else None
-            rows.append(_f1_row(label, mine, metric(mine, "overall"), pf1))
+            rows.append(_f1_row(label, mine, pf1))
         return rows
 
-    header = ["Features", "runs", "F1 (ours)", "F1 (paper)", "Δ ours − paper"]
-    return _render_sections(title, "Table 4", header, sections, rows_of)
+    def pairs_of(section: str, profile: str, runs: list[RunResult]) -> list[Pair]:
+        # the paper's claim: generated visual features at inference are at least as good as real ones
+        return [("generated visual", [r for r in runs if r.setting.inference_visual == "generated"],
+                 "real visual", [r for r in runs if r.setting.inference_visual == "real"])]
+
+    header = ["Features", "runs", "F1 (ours)", "95% CI", "F1 (paper)", "Δ ours − paper"]
+    return _render_sections(title, "Table 4", header, sections, rows_of, pairs_of)
 
 
 def render_table6(results: Sequence[RunResult]) -> str:
@@ -216,19 +307,24 @@ def render_table7(results: Sequence[RunResult]) -> str:
         return _empty(title, "table7")
 
     def rows_of(section: str, profile: str, runs: list[RunResult]) -> list[Row] | None:
-        missing = metric([r for r in runs if r.setting.modality_missing], "overall")
-        full = metric([r for r in runs if not r.setting.modality_missing], "overall")
-        if not missing.values:
+        missing_runs = [r for r in runs if r.setting.modality_missing]
+        present_runs = [r for r in runs if not r.setting.modality_missing]
+        if not missing_runs:
             return None
+        missing, full = metric(missing_runs, "overall"), metric(present_runs, "overall")
         paper = profile != "smoke" and section in PAPER_DATASETS
         pfull = paper_results()["table2"]["BGA-MNER"][section]["f1"] if paper else None
         pmiss = paper_results()["table7"]["BGA-MNER"][section]["f1"] if paper else None
-        return [_f1_row("test images present (Table 2)", full.values, full, pfull),
-                _f1_row("all test images empty", missing.values, missing, pmiss),
-                ["change (empty − present)", "", _diff(missing.mean, full.mean), _diff(pmiss, pfull), ""]]
+        return [_f1_row("test images present (Table 2)", present_runs, pfull),
+                _f1_row("all test images empty", missing_runs, pmiss),
+                ["change (empty − present)", "", _diff(missing.mean, full.mean), "", _diff(pmiss, pfull), ""]]
 
-    header = ["BGA-MNER", "runs", "F1 (ours)", "F1 (paper)", "Δ ours − paper"]
-    return _render_sections(title, "Table 7", header, sections, rows_of)
+    def pairs_of(section: str, profile: str, runs: list[RunResult]) -> list[Pair]:
+        return [("images present", [r for r in runs if not r.setting.modality_missing],
+                 "images empty", [r for r in runs if r.setting.modality_missing])]
+
+    header = ["BGA-MNER", "runs", "F1 (ours)", "95% CI", "F1 (paper)", "Δ ours − paper"]
+    return _render_sections(title, "Table 7", header, sections, rows_of, pairs_of)
 
 
 def _table5_ours(path: Path, counts: Mapping[str, Any], f1: Mapping[str, str],
@@ -294,8 +390,14 @@ def render_fig5_table(results: Sequence[RunResult]) -> str:
             for label, model in (("TEXT (BERT-CRF)", "bert-crf"), ("BGA", "bga-mner")):
                 runs = models.get(model, {}).get(n, [])
                 if runs:
-                    rows.append([str(n), label, _seeds(runs), *(str(metric(runs, g)) for g in (*TYPES, "overall"))])
+                    rows.append([str(n), label, _seeds(runs), *(str(metric(runs, g)) for g in (*TYPES, "overall")),
+                                 _ci(runs)])
         return rows
 
-    header = ["train tweets", "model", "runs", *TYPES, "overall F1"]
-    return _render_sections(title, "Fig. 5", header, series, rows_of)
+    def pairs_of(section: str, profile: str, models: dict[str, dict[int, list[RunResult]]]) -> list[Pair]:
+        sizes = sorted({n for by_n in models.values() for n in by_n})
+        return [(f"BGA (n={n})", models.get("bga-mner", {}).get(n, []),
+                 f"TEXT (n={n})", models.get("bert-crf", {}).get(n, [])) for n in sizes]
+
+    header = ["train tweets", "model", "runs", *TYPES, "overall F1", "overall 95% CI"]
+    return _render_sections(title, "Fig. 5", header, series, rows_of, pairs_of)

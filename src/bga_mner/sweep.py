@@ -1,0 +1,404 @@
+"""Sweeps through ``submitit``: a make target's unfinished runs as SLURM job arrays, or local jobs.
+
+The plan comes from make itself, so that a sweep and ``make TARGET`` never disagree on what a
+target's runs are or which are finished: :func:`make_plan` runs ``make -n TARGET SWEEP_PLAN=1``, in
+which experiments/experiments.mk prints each run it would make (a run without its
+``results.json``, or an evaluation older than its trained run) as
+``sweep-plan <results.json> <results.json it needs first, or -> <recipe>``. A job is
+``make <its results.json> VAR=...``: make runs the run's recipe with the Makefile's environment,
+continues an interrupted fit (``--resume``) and does nothing for a run finished meanwhile.
+
+- ``local`` (:func:`run_local`): submitit's ``LocalExecutor`` on this machine, at most ``jobs`` at
+  once; an evaluation starts when its trained run's job succeeded (and is skipped when it failed).
+  With ``GPUS='0 1 2 3'`` each job's make takes a GPU slot of its own (:mod:`bga_mner.gpu_slots`).
+- ``slurm`` (:func:`submit_slurm`): one job array per wave (wave 0: runs that need nothing, wave
+  k+1: evaluations of runs of wave k, submitted with ``--dependency=afterany:<array of wave k>``),
+  and returns. A job of N nodes x G GPUs runs G tasks per node, one process per GPU, which
+  Lightning's SLURM environment joins into one DDP run (``trainer.devices=G
+  trainer.num_nodes=N trainer.strategy=ddp`` through the make variable ``OVERRIDES``).
+
+Imports nothing from the package but the error base class; ``submitit`` is imported by the
+launchers only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bga_mner.errors import UserError
+
+PLAN_MARK = "sweep-plan"
+LAUNCHERS = ("slurm", "local")
+# A make variable on the command line: NAME=value (NAME as GNU make allows it, without spaces).
+_MAKE_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
+# LocalExecutor needs a time limit; without --time a local job gets one it never reaches.
+NO_LIMIT_MIN = 60 * 24 * 365
+
+
+class SweepError(UserError):
+    """A sweep that cannot start: a bad make variable, a make error, an out-of-date venv, no SLURM."""
+
+
+class JobFailedError(RuntimeError):
+    """A job's make exited with a non-zero status (the run's own error is in the job's log)."""
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One unfinished run of a target, as make would make it.
+
+    Attributes:
+        output: the run's ``results.json`` (make's file target), as make names it.
+        after: the ``results.json`` of a run of the same plan that must end first (an evaluation's
+            trained run), or None.
+        command: the recipe line make would run (``--dry-run`` shows it).
+    """
+
+    output: str
+    after: str | None
+    command: str
+
+    @property
+    def name(self) -> str:
+        """The run folder's name."""
+        return Path(self.output).parent.name
+
+
+@dataclass
+class Plan:
+    """A target's unfinished runs (:class:`PlanItem`, in make's order) and how many runs it has."""
+
+    target: str
+    items: list[PlanItem]
+    total: int
+    make_dir: Path
+    variables: list[str] = field(default_factory=list)
+
+    @property
+    def runs_dir(self) -> Path | None:
+        """The runs folder of the plan's runs (``RUNS``), or None for an empty plan."""
+        return self.make_dir / Path(self.items[0].output).parent.parent if self.items else None
+
+    def waves(self) -> list[list[PlanItem]]:
+        """The items by depth: wave 0 needs nothing of the plan, wave k+1 needs a run of wave k."""
+        depth: dict[str, int] = {}
+        for item in self.items:  # make's order: a run comes after the run it needs
+            depth[item.output] = 0 if item.after is None else depth[item.after] + 1
+        waves: list[list[PlanItem]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for item in self.items:
+            waves[depth[item.output]].append(item)
+        return waves
+
+
+def check_variables(variables: Sequence[str]) -> list[str]:
+    """Make variables given on the command line, checked.
+
+    Args:
+        variables: ``NAME=value`` strings (``PROFILE=smoke``, ``SEEDS=42 43``, ``RUNS=runs/x``).
+
+    Raises:
+        SweepError: one is not ``NAME=value``, or sets ``SWEEP_PLAN`` (the sweep's own).
+    """
+    for var in variables:
+        if not _MAKE_VAR.match(var):
+            raise SweepError(f"{var!r}: expected a make variable NAME=value (e.g. PROFILE=smoke, "
+                             "SEEDS='42 43 44', RUNS=runs)")
+        if var.startswith("SWEEP_PLAN="):
+            raise SweepError("SWEEP_PLAN is set by bga-mner sweep itself")
+    return list(variables)
+
+
+def _make(make: str, make_dir: Path, args: Sequence[str]) -> subprocess.CompletedProcess:
+    if shutil.which(make) is None:
+        raise SweepError(f"{make!r} not found on PATH: a sweep reads its plan from make")
+    if not (make_dir / "Makefile").is_file():
+        raise SweepError(f"{make_dir}: no Makefile here; run bga-mner sweep from the repository "
+                         "root or pass -C DIR")
+    return subprocess.run([make, "--no-print-directory", "-C", str(make_dir), *args],
+                          capture_output=True, text=True)
+
+
+def _plan_lines(make: str, make_dir: Path, target: str, variables: Sequence[str],
+                always: bool) -> list[PlanItem]:
+    flags = ["-n", "-B"] if always else ["-n"]
+    proc = _make(make, make_dir, [*flags, target, *variables, "SWEEP_PLAN=1"])
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise SweepError(f"make -n {target} failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    items = []
+    for line in proc.stdout.splitlines():
+        if not line.startswith(PLAN_MARK + " "):
+            continue
+        parts = line.split(" ", 3)
+        if len(parts) < 4:
+            raise SweepError(f"make -n {target}: a plan line without a command: {line!r}")
+        items.append(PlanItem(parts[1], None if parts[2] == "-" else parts[2], parts[3].strip()))
+    return items
+
+
+def make_plan(target: str, variables: Sequence[str] = (), make_dir: str | Path = ".",
+              make: str = "make") -> Plan:
+    """The unfinished runs of a make target: what ``make TARGET`` would run, read from ``make -n``.
+
+    Args:
+        target: a target of experiments/experiments.mk (``reproduce-table2``, ``all``, ...).
+        variables: make variables (``PROFILE=smoke``, ``SEEDS=42 43``, ``RUNS=...``).
+        make_dir: the folder of the Makefile (the repository root).
+        make: the make program.
+
+    Raises:
+        SweepError: bad variables, no make or Makefile, or make fails (an unknown target).
+    """
+    variables = check_variables(variables)
+    make_dir = Path(make_dir).resolve()
+    items = _plan_lines(make, make_dir, target, variables, always=False)
+    known = {item.output for item in items}
+    items = [PlanItem(i.output, i.after if i.after in known else None, i.command) for i in items]
+    total = len(_plan_lines(make, make_dir, target, variables, always=True))
+    return Plan(target, items, total, make_dir, variables)
+
+
+def check_installed(plan: Plan, make: str = "make") -> None:
+    """Refuse to start jobs that would each install the venv (``make install`` is out of date):
+    they would run pip at the same time.
+
+    Args:
+        plan: the plan (its Makefile folder and variables).
+        make: the make program.
+    """
+    proc = _make(make, plan.make_dir, ["-q", "install", *plan.variables])
+    if proc.returncode == 1:
+        raise SweepError("the venv is older than pyproject.toml: run `make install` first (every "
+                         "job would install it at once)")
+
+
+def job_command(plan: Plan, item: PlanItem, extra: Sequence[str] = (), make: str = "make") -> list[str]:
+    """The command of one job: make the run's results.json with the plan's variables.
+
+    Args:
+        plan: the plan.
+        item: the run.
+        extra: more make variables, after the plan's (they win).
+        make: the make program on the machine that runs the job.
+    """
+    return [make, "--no-print-directory", "-C", str(plan.make_dir), item.output, *plan.variables, *extra]
+
+
+def ddp_overrides(nodes: int, gpus_per_node: int) -> list[str]:
+    """The config overrides of one run over ``nodes`` x ``gpus_per_node`` GPUs (none for one GPU).
+
+    Args:
+        nodes: SLURM nodes per run.
+        gpus_per_node: GPUs (and tasks) per node.
+    """
+    if nodes * max(gpus_per_node, 1) <= 1:
+        return []
+    return [f"trainer.devices={max(gpus_per_node, 1)}", f"trainer.num_nodes={nodes}", "trainer.strategy=ddp"]
+
+
+def with_overrides(variables: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """``OVERRIDES=...`` for the jobs: the user's (if any) followed by ``overrides``.
+
+    Args:
+        variables: the plan's make variables.
+        overrides: config overrides to append.
+    """
+    if not overrides:
+        return []
+    user = [v.split("=", 1)[1] for v in variables if v.startswith("OVERRIDES=")]
+    return ["OVERRIDES=" + " ".join([*user[-1:], *overrides])]
+
+
+def run_job(command: list[str], env: dict[str, str | None]) -> int:
+    """What a job runs: ``command`` with ``env`` applied (None removes a variable).
+
+    Args:
+        command: program and arguments (:func:`job_command`).
+        env: environment changes.
+
+    Raises:
+        JobFailedError: the command exited with a non-zero status.
+    """
+    environ = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    status = subprocess.run(command, env=environ).returncode
+    if status != 0:
+        raise JobFailedError(f"`{shlex.join(command)}` exited with status {status}")
+    return 0
+
+
+@dataclass
+class LocalOutcome:
+    """What a local sweep did: the run names that succeeded, failed, or were skipped (their trained
+    run failed)."""
+
+    succeeded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float | None = None,
+              poll_s: float = 0.5,
+              echo: Callable[[str], Any] = print) -> LocalOutcome:
+    """Run the plan on this machine with submitit's ``LocalExecutor``, at most ``jobs`` at once.
+
+    Args:
+        plan: the plan (:func:`make_plan`).
+        folder: submitit's folder: each job's ``<id>_submitted.pkl``, ``<id>_0_log.out``/``.err``
+            and ``<id>_0_result.pkl``.
+        jobs: jobs at the same time. With ``GPUS=...`` among the plan's variables each job's make
+            takes a GPU slot (:mod:`bga_mner.gpu_slots`); without, a job sees the GPUs this
+            process sees.
+        timeout_min: time limit of one job in minutes (None: none).
+        poll_s: seconds between checks of the running jobs.
+        echo: where progress lines go.
+    """
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=folder, cluster="local")
+    executor.update_parameters(timeout_min=int(timeout_min or NO_LIMIT_MIN))
+    # LocalExecutor hides every GPU (CUDA_VISIBLE_DEVICES=""); a job sees what this process sees.
+    env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    outcome = LocalOutcome()
+    waiting = list(plan.items)
+    running: dict[str, tuple[PlanItem, Any]] = {}
+    ended: dict[str, bool] = {}  # output -> succeeded
+    n, started = len(plan.items), 0
+    while waiting or running:
+        for item in list(waiting):
+            if item.after is not None and ended.get(item.after) is False:
+                waiting.remove(item)
+                ended[item.output] = False
+                outcome.skipped.append(item.name)
+                echo(f"skipped {item.name}: its trained run failed")
+            elif (item.after is None or ended.get(item.after)) and len(running) < max(1, jobs):
+                waiting.remove(item)
+                job = executor.submit(run_job, job_command(plan, item), env)
+                started += 1
+                running[item.output] = (item, job)
+                echo(f"[{started}/{n}] started {item.name} (local job {job.job_id})")
+        if waiting and not running:  # each waiting run needs a run that ended: never so
+            raise RuntimeError(f"sweep stuck: {[i.name for i in waiting]} wait for runs that ended")
+        for output, (item, job) in list(running.items()):
+            if not job.done():
+                continue
+            del running[output]
+            try:
+                job.result()
+            except Exception as err:  # the job failed: its log has the run's own error
+                ended[output] = False
+                outcome.failed.append(item.name)
+                status = re.search(r"exited with status \d+", str(err))
+                lines = str(err).strip().splitlines()
+                why = f"make {status.group(0)}" if status else (lines[-1] if lines else type(err).__name__)
+                echo(f"FAILED {item.name}: {why} (log: {job.paths.stderr})")
+            else:
+                ended[output] = True
+                outcome.succeeded.append(item.name)
+                echo(f"finished {item.name}")
+        if running:
+            time.sleep(poll_s)
+    return outcome
+
+
+@dataclass
+class SlurmOptions:
+    """What each SLURM job asks for.
+
+    Attributes:
+        time_min: time limit of a job in minutes (sbatch --time).
+        partition: sbatch --partition (None: the cluster's default).
+        nodes: nodes per run.
+        gpus_per_node: GPUs per node, one task (process) each; 0 for a CPU job of one task.
+        cpus_per_task: sbatch --cpus-per-task (None: the cluster's default).
+        mem_gb: memory per node in GB (None: the cluster's default).
+        jobs: at most this many jobs of an array at once (None: no cap of ours).
+        extra: more sbatch options, e.g. ``{"account": "abc", "qos": "high"}``.
+        setup: shell lines run before the job (``module load cuda``, ...).
+    """
+
+    time_min: int
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 1
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    jobs: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+
+    def parameters(self, name: str) -> dict[str, Any]:
+        """submitit ``AutoExecutor.update_parameters`` keywords of these options.
+
+        Args:
+            name: the job name.
+        """
+        params: dict[str, Any] = {"name": name, "timeout_min": self.time_min, "nodes": self.nodes,
+                                  "tasks_per_node": max(1, self.gpus_per_node)}
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        if self.cpus_per_task is not None:
+            params["cpus_per_task"] = self.cpus_per_task
+        if self.mem_gb is not None:
+            params["mem_gb"] = self.mem_gb
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.jobs:
+            params["slurm_array_parallelism"] = self.jobs
+        if self.extra:
+            params["slurm_additional_parameters"] = dict(self.extra)
+        if self.setup:
+            params["slurm_setup"] = list(self.setup)
+        return params
+
+
+def submit_slurm(plan: Plan, folder: str | Path, options: SlurmOptions,
+                 echo: Callable[[str], Any] = print) -> list[list[Any]]:
+    """Submit the plan as SLURM job arrays, one per wave (:meth:`Plan.waves`), and return the jobs.
+
+    Args:
+        plan: the plan (:func:`make_plan`).
+        folder: submitit's folder, on a file system the compute nodes share: the sbatch script of
+            each array (``<array id>_submission.sh``), and each job's pickles and logs
+            (``<array id>_<index>_0_log.out``/``.err``).
+        options: what each job asks for.
+        echo: where progress lines go.
+
+    Raises:
+        SweepError: no ``srun`` on PATH (not a SLURM cluster).
+    """
+    import submitit
+
+    if shutil.which("srun") is None:
+        raise SweepError("no srun on PATH: this is not a SLURM login node (use --launcher local)")
+    if any(v.startswith("GPUS=") for v in plan.variables):
+        raise SweepError("GPUS is for one machine; on SLURM each job gets its GPUs from "
+                         "--gpus-per-node")
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(**options.parameters(f"bga-mner-{plan.target}"))
+    extra = with_overrides(plan.variables, ddp_overrides(options.nodes, options.gpus_per_node))
+    submitted: list[list[Any]] = []
+    previous: str | None = None
+    for depth, wave in enumerate(plan.waves()):
+        if previous is not None:
+            executor.update_parameters(slurm_dependency=f"afterany:{previous}")
+        with executor.batch():
+            jobs = [executor.submit(run_job, job_command(plan, item, extra), {}) for item in wave]
+        previous = str(jobs[0].job_id).split("_")[0]
+        submitted.append(jobs)
+        after = f", after job {submitted[-2][0].job_id.split('_')[0]}" if depth else ""
+        echo(f"submitted wave {depth}: job array {previous} of {len(wave)} run(s){after}: "
+             + " ".join(item.name for item in wave))
+    return submitted

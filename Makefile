@@ -46,10 +46,13 @@ MUTATION_JOBS  ?= 2
 mutation: $(STAMP) ## mutation testing (mutmut, [tool.mutmut]) of models/, data/spans.py, metrics.py; ~1 h on 2 cores (docs/mutation.md)
 	@test -x $(BIN)/mutmut || $(BIN)/python -m pip install --quiet "$(MUTMUT_PIN)"
 	$(if $(MUTATION_FRESH),rm -rf mutants)
-	@start=$$(date +%s); \
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS); rc=$$?; \
+	@start=$$(date +%s); names=mutants/sample.txt; \
+	if [ -n "$(MUTATION_SAMPLE)" ]; then \
+	  $(BIN)/python tools/mutation_score.py --sample $(MUTATION_SAMPLE) --seed $(or $(MUTATION_SEED),0) > $$names || exit 1; fi; \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) \
+	  $(if $(MUTATION_SAMPLE),$$(cat $$names),$(MUTANTS)); rc=$$?; \
 	echo; echo "mutmut run: exit $$rc after $$(( ($$(date +%s) - start) / 60 )) min"; \
-	$(BIN)/python tools/mutation_score.py && exit $$rc
+	$(BIN)/python tools/mutation_score.py $(if $(MUTATION_SAMPLE),--names $$names) && exit $$rc
 
 demo: $(STAMP) ## synthetic set + BGA-MNER and BERT-CRF on CPU, with a Table-2-shaped report
 	$(BIN)/python -m bga_mner.demo --runs $(RUNS)/demo

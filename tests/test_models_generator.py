@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bga_mner.models.generator import CrossModalGenerator, masked_token_loss, token_kl
+from bga_mner.models.generator import CrossModalGenerator, GeneratorLayer, masked_token_loss, token_kl
 
 
 def test_paper_sized_generator_parameter_count():
@@ -149,3 +149,15 @@ def test_masked_loss_of_a_batch_with_one_image_is_that_samples_sum():
     mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
     loss = masked_token_loss(gen, real, mask, torch.tensor([True, False]))
     torch.testing.assert_close(loss, (token_kl(gen, real)[0] * mask[0]).sum())  # divided by 1 sample, not more
+
+
+def test_generator_layer_runs_its_own_self_attention_by_default():
+    """Called as a plain layer (no precomputed first block), ``GeneratorLayer`` is the wrapped
+    ``nn.TransformerDecoderLayer`` (eval, every memory unit kept)."""
+    torch.manual_seed(0)
+    layer = GeneratorLayer(16, 2, 32, 0.0).eval()
+    for p in layer.parameters():  # non-zero biases everywhere
+        torch.nn.init.normal_(p, std=0.3)
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    out, _ = layer(x, memory, torch.ones(2, 7))
+    torch.testing.assert_close(out, layer.layer(x, memory), rtol=1e-5, atol=1e-5)

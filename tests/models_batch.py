@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from bga_mner.config import load_config
@@ -86,3 +88,33 @@ def image_free(batch: dict) -> dict:
 def select(batch: dict, rows: list[int]) -> dict:
     """A sub-batch of the given rows (tensors and lists)."""
     return {k: (v[rows] if torch.is_tensor(v) else [v[i] for i in rows]) for k, v in batch.items()}
+
+
+def _bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for ch in "ĠHelowrd":
+        vocab.setdefault(ch, len(vocab))
+    merges = [("H", "e"), ("He", "l"), ("Hel", "l"), ("Hell", "o"), ("Ġ", "Hello")]
+    for merge in merges:
+        vocab["".join(merge)] = len(vocab)
+    return vocab, merges
+
+
+BPE_VOCAB_SIZE = len(_bpe_vocab()[0])
+
+
+def bpe_tokenizer_folder(path: Path, config=None, add_prefix_space: bool = False) -> Path:
+    """A RoBERTa-style byte-level BPE tokenizer built offline (no hub), with ``config`` (a
+    transformers config, or none) saved beside it.
+
+    Args:
+        path: the folder to write; config: saved with ``save_pretrained`` when given;
+        add_prefix_space: the tokenizer's own setting.
+    """
+    from transformers import RobertaTokenizer
+
+    vocab, merges = _bpe_vocab()
+    RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=add_prefix_space).save_pretrained(path)
+    if config is not None:
+        config.save_pretrained(path)
+    return Path(path)

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
-from transformers import AutoTokenizer, BertConfig, RobertaConfig, RobertaTokenizer
+from models_batch import bpe_tokenizer_folder
+from transformers import AutoTokenizer, BertConfig, RobertaConfig
 
 from bga_mner.models import backbones
 from bga_mner.models.backbones import (describe_visual_encoder, load_text_encoder, load_tokenizer, load_visual_encoder,
@@ -115,30 +116,20 @@ def test_a_dynamic_size_vit_nhwc_patches_give_the_same_tokens():
 
 
 # --------------------------------------------------------------------------------- tokenizers
-def _bpe_folder(path: Path, config=None, add_prefix_space: bool = False) -> str:
-    """A RoBERTa-style byte-level BPE tokenizer (built offline), with ``config`` (or none) beside it."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for ch in "ĠHelowrd":
-        vocab.setdefault(ch, len(vocab))
-    merges = [("H", "e"), ("He", "l"), ("Hel", "l"), ("Hell", "o"), ("Ġ", "Hello")]
-    for merge in merges:
-        vocab["".join(merge)] = len(vocab)
-    RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=add_prefix_space).save_pretrained(path)
-    if config is not None:
-        config.save_pretrained(path)
-    return str(path)
+def _bpe(path: Path, config=None, add_prefix_space: bool = False) -> str:
+    return str(bpe_tokenizer_folder(path, config, add_prefix_space))
 
 
 TINY = dict(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
 
 
 def test_prefix_space_follows_the_family_in_the_folders_config(tmp_path: Path):
-    no_config = _bpe_folder(tmp_path / "none")
+    no_config = _bpe(tmp_path / "none")
     assert text_family(no_config) is None
     assert load_tokenizer(no_config).add_prefix_space  # unknown family: the BPE gets its prefix space
-    roberta = _bpe_folder(tmp_path / "roberta", RobertaConfig(**TINY))
+    roberta = _bpe(tmp_path / "roberta", RobertaConfig(**TINY))
     assert text_family(roberta) == "roberta" and load_tokenizer(roberta).add_prefix_space
-    bert = _bpe_folder(tmp_path / "bert", BertConfig(**TINY))  # a BERT-family encoder: loaded as it is
+    bert = _bpe(tmp_path / "bert", BertConfig(**TINY))  # a BERT-family encoder: loaded as it is
     assert text_family(bert) == "bert" and not load_tokenizer(bert).add_prefix_space
     # WordPiece takes no prefix space, with or without a config
     assert not load_tokenizer("tiny-bert").add_prefix_space
@@ -147,7 +138,7 @@ def test_prefix_space_follows_the_family_in_the_folders_config(tmp_path: Path):
 
 
 def test_a_tokenizer_that_has_its_prefix_space_is_loaded_once(tmp_path: Path, monkeypatch):
-    folder = _bpe_folder(tmp_path, RobertaConfig(**TINY), add_prefix_space=True)
+    folder = _bpe(tmp_path, RobertaConfig(**TINY), add_prefix_space=True)
     calls = []
 
     def from_pretrained(path, **kwargs):

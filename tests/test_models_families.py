@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from models_batch import NUM_LABELS, make_batch, tiny_cfg
+from models_batch import BPE_VOCAB_SIZE, NUM_LABELS, bpe_tokenizer_folder, make_batch, tiny_cfg
 from timm.models.vision_transformer import ResPostBlock
 from torch import nn
 from transformers import (AlbertConfig, AutoTokenizer, DistilBertConfig, DistilBertModel, GPT2Config,
-                          RobertaConfig, RobertaTokenizer)
+                          RobertaConfig)
 from transformers.models.bert.modeling_bert import BertLayer
 from transformers.models.roberta.modeling_roberta import RobertaLayer
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaLayer
@@ -200,17 +200,9 @@ def test_tiny_roberta_family_uses_the_minilm_vocabulary(name: str) -> None:
 
 
 def _bpe_folder(path: Path) -> Path:
-    """A RoBERTa-style byte-level BPE tokenizer and config, built offline (no hub)."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for ch in "ĠHelowrd":
-        vocab.setdefault(ch, len(vocab))
-    merges = [("H", "e"), ("He", "l"), ("Hel", "l"), ("Hell", "o"), ("Ġ", "Hello")]
-    for merge in merges:
-        vocab["".join(merge)] = len(vocab)
-    RobertaTokenizer(vocab=vocab, merges=merges).save_pretrained(path)
-    RobertaConfig(vocab_size=len(vocab), hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=96).save_pretrained(path)
-    return path
+    """The offline BPE tokenizer with a tiny RoBERTa config beside it."""
+    return bpe_tokenizer_folder(path, RobertaConfig(vocab_size=BPE_VOCAB_SIZE, hidden_size=48, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=96))
 
 
 def test_roberta_bpe_tokenizer_gets_a_prefix_space_for_pre_split_words(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from torchmetrics import Metric
 
 from bga_mner.data.conll import ENTITY_TYPES, Tweet
-from bga_mner.data.spans import bio_to_spans
+from bga_mner.data.spans import bio_to_spans, prf
 
 Scores = dict[str, dict[str, float]]
 _TYPE_INDEX = {t: i for i, t in enumerate(ENTITY_TYPES)}
@@ -22,10 +22,7 @@ TWEET_COUNTS_FILE = "predictions/test_counts.json"
 
 
 def _prf(tp: float, n_pred: float, n_gold: float) -> dict[str, float]:
-    precision = 100.0 * tp / n_pred if n_pred else 0.0
-    recall = 100.0 * tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    return {k: float(v) for k, v in prf(tp, n_pred, n_gold).items()}
 
 
 def _count(counts: list[int], spans: set, where: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import numpy as np
+
 
 class Span(NamedTuple):
     """An entity: its type and the half-open word range ``[start, end)``."""
@@ -37,3 +39,20 @@ def bio_to_spans(tags: Sequence[str]) -> list[Span]:
     if etype is not None:
         spans.append(Span(etype, start, len(tags)))
     return spans
+
+
+def prf(tp: np.ndarray | float, n_pred: np.ndarray | float, n_gold: np.ndarray | float) -> dict[str, np.ndarray]:
+    """Precision, recall and F1 in percent from summed counts (elementwise; a zero denominator is 0,
+    as ``bga_mner.metrics`` and the report use it).
+
+    Args:
+        tp: true positives (any shape).
+        n_pred: predicted entities, same shape.
+        n_gold: gold entities, same shape.
+    """
+    tp, n_pred, n_gold = (np.asarray(x, dtype=float) for x in (tp, n_pred, n_gold))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(n_pred > 0, 100.0 * tp / n_pred, 0.0)
+        recall = np.where(n_gold > 0, 100.0 * tp / n_gold, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1}

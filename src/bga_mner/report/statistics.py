@@ -36,6 +36,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bga_mner.data.spans import prf
+
 log = logging.getLogger(__package__)
 
 COUNTS_FILE = "predictions/test_counts.json"  # = bga_mner.metrics.TWEET_COUNTS_FILE (written by fit/test)
@@ -72,23 +74,6 @@ class Stat:
         if not self.values:
             return "—"
         return f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "")
-
-
-def prf(tp: np.ndarray | float, n_pred: np.ndarray | float, n_gold: np.ndarray | float) -> dict[str, np.ndarray]:
-    """Precision, recall and F1 in percent from summed counts (elementwise; a zero denominator is 0,
-    as in ``bga_mner.metrics``).
-
-    Args:
-        tp: true positives (any shape).
-        n_pred: predicted entities, same shape.
-        n_gold: gold entities, same shape.
-    """
-    tp, n_pred, n_gold = (np.asarray(x, dtype=float) for x in (tp, n_pred, n_gold))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(n_pred > 0, 100.0 * tp / n_pred, 0.0)
-        recall = np.where(n_gold > 0, 100.0 * tp / n_gold, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 @dataclass(frozen=True, eq=False)

@@ -144,3 +144,55 @@ wandb-sync: | $(STAMP) ## upload the offline W&B runs under RUNS (after `wandb l
 	@runs="$$(find $(RUNS) -type d -name 'offline-run-*' 2>/dev/null)"; \
 	if [ -z "$$runs" ]; then echo "no offline W&B runs under $(RUNS)"; \
 	else WANDB_MODE=online $(BIN)/wandb sync $$runs; fi
+
+# ----------------------------------------------------------------------------------------------
+# make claims (docs/claims.md): each claim of the paper's Section 4 tested on the synthetic
+# benchmark (experiments/claims), on CPU, with CLAIMS_SEEDS seeds of every setting. Each run is
+# $(CLAIMS_RUNS)/<setting>-seed<seed>/ (results.json, then evidence.json); finished ones are skipped,
+# as everywhere. The settings (report/claims.py): BERT-CRF, BGA-MNER, the real-context control,
+# Table 3's ablations, Table 4's switch (a re-test, no training), Fig. 5's sizes, and BGA-MNER at
+# the alphas of CLAIMS_ALPHAS. CLAIMS_JOBS fits run at once, one thread each.
+CLAIMS_RUNS   ?= $(RUNS)/claims
+CLAIMS_SEEDS  ?= 42 43 44 45 46
+CLAIMS_SIZES  ?= 50 100
+CLAIMS_ALPHAS ?= 0.1 1
+CLAIMS_JOBS   ?= 2
+CLAIMS_OVERRIDES ?=   # appended to every claims fit (e.g. a shorter budget for a try-out)
+CLAIMS_CONFIG := $(EXP)/claims/config.yaml
+CLAIMS_LOGS   := $(CLAIMS_RUNS)/logs
+# one job's output to its log; on failure the log's tail
+claims_log = > $(CLAIMS_LOGS)/$(1).log 2>&1 || { tail -n 30 $(CLAIMS_LOGS)/$(1).log; exit 1; }
+
+# $(1): setting, $(2): seed, $(3): overrides
+define CLAIMS_FIT_RULE
+$(CLAIMS_RUNS)/$(1)-seed$(2)/results.json: | $(STAMP)
+	@mkdir -p $(CLAIMS_LOGS); echo "claims: fit $(1) seed $(2)"
+	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) fit --resume --config $(CLAIMS_CONFIG) run.name=$(1)-seed$(2) seed=$(2) paths.runs_dir=$(CLAIMS_RUNS) $(3) $(CLAIMS_OVERRIDES) $(call claims_log,$(1)-seed$(2))
+endef
+# Table 4: the bga run of seed $(1) re-tested with real visual tokens
+define CLAIMS_TEST_RULE
+$(CLAIMS_RUNS)/bga_real_visual-seed$(1)/results.json: $(CLAIMS_RUNS)/bga-seed$(1)/results.json | $(STAMP)
+	@mkdir -p $(CLAIMS_LOGS); echo "claims: test bga seed $(1) with real visual tokens"
+	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) test --ckpt $(CLAIMS_RUNS)/bga-seed$(1)/checkpoints/best.ckpt --config $(EXP)/real_visual/config.yaml --out $(CLAIMS_RUNS)/bga_real_visual-seed$(1) --replace $(call claims_log,bga_real_visual-seed$(1))
+endef
+%/evidence.json: %/results.json | $(STAMP)
+	@echo "claims: evidence of $(*F)"
+	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) evidence $* $(call claims_log,$(*F)-evidence)
+
+# $(call claims_fit,SETTING,OVERRIDES): the setting's rule for every seed; returns its evidence files
+claims_fit = $(foreach s,$(CLAIMS_SEEDS),$(eval $(call CLAIMS_FIT_RULE,$(1),$(s),$(2)))$(CLAIMS_RUNS)/$(1)-seed$(s)/evidence.json)
+CLAIMS_EVIDENCE := $(call claims_fit,bga,) $(call claims_fit,bert_crf,$(BERT_CRF)) \
+  $(call claims_fit,real_context,model.text_context=real) \
+  $(call claims_fit,wo_scs,model.use_scs=false) $(call claims_fit,wo_cycle,model.use_cycle=false) \
+  $(call claims_fit,wo_scs_cycle,model.use_scs=false model.use_cycle=false) \
+  $(foreach s,$(CLAIMS_SEEDS),$(eval $(call CLAIMS_TEST_RULE,$(s)))$(CLAIMS_RUNS)/bga_real_visual-seed$(s)/evidence.json) \
+  $(foreach n,$(CLAIMS_SIZES),$(call claims_fit,bga_n$(n),data.train_limit=$(n)) \
+                              $(call claims_fit,text_n$(n),data.train_limit=$(n) $(BERT_CRF))) \
+  $(foreach a,$(CLAIMS_ALPHAS),$(call claims_fit,bga_alpha$(a),model.alpha=$(a)))
+
+.PHONY: claims claims-runs
+claims-runs: $(CLAIMS_EVIDENCE)
+
+claims: | $(STAMP) ## the paper's Section 4 claims on the synthetic benchmark: CPU, CLAIMS_SEEDS (5) seeds, ~1 h on 2 cores -> $(CLAIMS_RUNS)/claims.md (docs/claims.md)
+	@start=$$(date +%s); $(MAKE) --no-print-directory -j $(CLAIMS_JOBS) claims-runs || exit 1; \
+	$(BGA) claims $(CLAIMS_RUNS) && echo "make claims: $$(( ($$(date +%s) - start) / 60 )) min"

@@ -71,3 +71,77 @@ def test_run_ambiguous_f1_reads_a_run_folder(smoke_run):
     results = json.loads((run_dir / "results.json").read_text())
     assert out["overall"]["overall"]["f1"] == pytest.approx(results["test"]["overall"]["f1"])
     assert out["ambiguous_entities"] > 0
+
+
+# --- slices of the synthetic set: ambiguous, image-told, unseen names ---
+
+from bga_mner.analysis import (SLICES, run_slice_f1, slice_f1, slice_positions,  # noqa: E402
+                               slice_tags)
+from bga_mner.data.conll import read_conll, write_conll  # noqa: E402
+from bga_mner.data.synthetic import SynthConfig, generate  # noqa: E402
+
+OLD_META = {  # a meta.json of GENERATOR_VERSION 1: no image_told_positions, no unseen_positions
+    "a": {"split": "test", "has_image": True, "cue_words": [], "ambiguous_positions": [3]},
+    "b": {"split": "test", "has_image": True, "cue_words": [{"position": 6, "word": "flag"}],
+          "ambiguous_positions": [1]},
+    "c": {"split": "test", "has_image": False, "cue_words": [], "ambiguous_positions": [0]},
+    "d": {"split": "test", "has_image": True, "cue_words": [], "ambiguous_positions": []},
+}
+
+
+def test_slice_positions_on_an_old_meta_without_the_new_keys():
+    assert slice_positions(OLD_META, "ambiguous") == {"a": [3], "b": [1], "c": [0], "d": []}
+    # image-told: with an image and no cue word
+    assert slice_positions(OLD_META, "image_told") == {"a": [3], "b": [], "c": [], "d": []}
+    assert slice_positions(OLD_META, "unseen") == {"a": [], "b": [], "c": [], "d": []}
+    new = {**OLD_META, "a": {**OLD_META["a"], "unseen_positions": [5, 6]}}
+    assert slice_positions(new, "unseen")["a"] == [5, 6]
+    assert set(SLICES) == {"ambiguous", "image_told", "unseen"}
+    with pytest.raises(ValueError, match="unknown slice"):
+        slice_positions(OLD_META, "rare")
+
+
+def test_slice_tags_keeps_only_entities_on_the_positions():
+    gold = ["B-PER", "I-PER", "O", "B-LOC"]
+    pred = ["B-PER", "O", "B-ORG", "B-LOC"]
+    assert slice_tags(gold, pred, [1]) == (["B-PER", "I-PER", "O", "O"], ["O", "O", "O", "O"])
+    assert slice_tags(gold, pred, {0, 2}) == (["B-PER", "I-PER", "O", "O"],
+                                              ["B-PER", "O", "B-ORG", "O"])
+    assert slice_tags(gold, pred, []) == (["O"] * 4, ["O"] * 4)
+    with pytest.raises(ValueError, match="predicted tags"):
+        slice_tags(gold, pred[:3], [0])
+    out = slice_f1([_tweet(0, gold)], [pred], {"t0": [3]}, "unseen")
+    assert out["unseen"]["overall"]["f1"] == 100.0 and out["unseen_entities"] == 1
+
+
+def _flip(tag):
+    if tag == "O":
+        return tag
+    prefix, etype = tag.split("-", 1)
+    return f"{prefix}-{'LOC' if etype == 'PER' else 'PER'}"
+
+
+def test_run_slice_f1_scores_each_slice_of_a_run_folder(tmp_path):
+    root = tmp_path / "set"
+    generate(root, SynthConfig(train=4, valid=2, test=120, seed=5, unseen_names=3, unseen_rate=0.5,
+                               image_told_cues=False))
+    meta = json.loads((root / "meta.json").read_text())["tweets"]
+    assert slice_positions(meta, "image_told") == {i: m["image_told_positions"]
+                                                    for i, m in meta.items()}
+    gold = read_conll(root / "test.txt")
+    # predictions: every unseen name mistyped, everything else right
+    pred = [[_flip(tag) if k in meta[t.image_id]["unseen_positions"] else tag
+             for k, tag in enumerate(t.tags)] for t in gold]
+    run = tmp_path / "run"
+    (run / "predictions").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"data:\n  name: synthetic\n  root: {root}\n")
+    write_conll(run / "predictions" / "test.conll", gold, pred)
+    unseen = run_slice_f1(run, "unseen")
+    told = run_slice_f1(run, "image_told")
+    assert unseen["unseen_entities"] > 10 and unseen["unseen"]["overall"]["f1"] == 0.0
+    assert told["image_told_entities"] > 5 and told["image_told"]["overall"]["f1"] == 100.0
+    assert run_ambiguous_f1(run) == run_slice_f1(run, "ambiguous")
+    assert run_ambiguous_f1(run)["ambiguous"]["overall"]["f1"] == 100.0
+    assert unseen["overall"] == told["overall"] and unseen["overall"]["overall"]["f1"] < 100.0
+    with pytest.raises(ValueError, match="unknown slice"):
+        run_slice_f1(run, "rare")

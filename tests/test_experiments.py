@@ -229,3 +229,19 @@ def test_every_target_has_help() -> None:
     text = (ROOT / "experiments" / "experiments.mk").read_text(encoding="utf-8")
     for target in TARGETS:
         assert re.search(rf"^{re.escape(target)}:.*## \S", text, re.M), target
+
+
+def test_the_real_context_control_is_a_switch_outside_the_papers_tables(tmp_path: Path) -> None:
+    """experiments/real_context: model.text_context=real and nothing else; the smoke profile keeps it,
+    its runs are never full BGA-MNER (no table mixes it in), and `make all` does not train it."""
+    exp = ROOT / "experiments" / "real_context"
+    assert _flat(OmegaConf.to_container(OmegaConf.load(exp / "config.yaml"))) == {"model.text_context": "real"}
+    readme = (exp / "README.md").read_text(encoding="utf-8")
+    assert "not in the paper" in readme and "bga-mner fit --config experiments/real_context/config.yaml" in readme
+    for profile in ("full", "smoke"):
+        cfg = OmegaConf.to_container(load_config(exp / "config.yaml", profile=profile), resolve=True)
+        assert cfg["model"]["text_context"] == "real"
+        setting = setting_of({"dataset": cfg["data"]["name"], "model": "bga-mner", "config": cfg})
+        assert setting.text_context == "real" and not setting.is_full() and not setting.standard
+    keys = _settings(_dry_run("all", tmp_path, "PROFILE=smoke"))
+    assert all(k[0].text_context == "generated" for k in keys)

@@ -259,3 +259,94 @@ def test_parameter_counts_are_exact_sums_by_module():
     inference = {k: train[k] for k in ("text encoder", "text samplers", "t2v generator", "CRF head")}
     inference["crop pos/projections"] = n(model.t2v.memory_proj, model.visual_to_text)
     assert model.parameter_counts(inference=True) == inference
+
+
+# ---------------------------------------------------------------- the real-context control
+def _no_dropout(model):
+    """Every dropout off, whatever the mode (BERT's own config has hidden/attention dropout)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def _emissions_with_image(model, batch, image, seed=0, **kwargs):
+    torch.manual_seed(seed)  # the same Gumbel draws for both images in training mode
+    with torch.no_grad():
+        return model(dict(batch, image=image), **kwargs).emissions
+
+
+def test_text_context_real_reads_the_real_image_in_training():
+    """model.text_context=real: the text layers attend to the real visual tokens in TRAINING (and
+    evaluation); with the default (generated) the emissions never depend on the image."""
+    batch = make_batch()
+    other = torch.randn_like(batch["image"])
+    real = tiny_model("model.text_context=real", "model.dropout=0.0").train()
+    gen = tiny_model("model.dropout=0.0").train()
+    a, b = _emissions_with_image(real, batch, batch["image"]), _emissions_with_image(real, batch, other)
+    assert not torch.allclose(a[:2], b[:2])  # the two tweets with an image
+    a, b = _emissions_with_image(gen, batch, batch["image"]), _emissions_with_image(gen, batch, other)
+    assert torch.equal(a, b)  # the same random draws: only the (unread) image differs
+    gen.eval()
+    a, b = _emissions_with_image(gen, batch, batch["image"]), _emissions_with_image(gen, batch, other)
+    assert torch.equal(a, b)  # eval default: image-free
+    real.eval()  # and at evaluation by default (visual=None), with no image-free mode
+    a, b = _emissions_with_image(real, batch, batch["image"]), _emissions_with_image(real, batch, other)
+    assert not torch.allclose(a[:2], b[:2])
+    with pytest.raises(KeyError, match="use_images"):
+        real(image_free(batch))
+
+
+def test_text_context_real_gives_the_text_layers_the_real_tokens_in_training():
+    """In training the hybrid text layers get (V, keep_v), the real visual tokens of the same level:
+    the training-mode output is that of a model re-tested with inference_visual=real (Table 4) on
+    the same weights, once nothing is random (no dropout, no SCS)."""
+    switches = ("model.use_scs=false", "model.dropout=0.0")
+    model = _no_dropout(tiny_model("model.text_context=real", *switches)).train()
+    batch = make_batch()
+    seen, real_v = [], []
+    hooks = [model.text_layers[l + 1].register_forward_pre_hook(lambda m, args: seen.append(args[2:4]))
+             for l in range(model.num_bga_layers)]
+    hooks.append(model.visual_layers[0].register_forward_hook(lambda m, i, o: real_v.append(o)))
+    with torch.no_grad():
+        trained = model(batch).emissions
+    for h in hooks:
+        h.remove()
+    keep_v = model.visual_embed.token_mask(batch["crop_mask"])
+    assert len(seen) == model.num_bga_layers
+    context, context_keep = seen[0]  # layer 1 attends to the output of the plain block 0
+    assert torch.equal(context, real_v[0]) and torch.equal(context_keep, keep_v)
+    assert all(c is not None and c.shape == real_v[0].shape and torch.equal(k, keep_v) for c, k in seen)
+    table4 = _no_dropout(build_model(tiny_cfg("model.inference_visual=real", *switches).model, NUM_LABELS,
+                                     pretrained=False))
+    table4.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(trained, table4.eval()(batch).emissions)
+        generated = table4(batch, visual=False).emissions  # the generated context differs
+    assert not torch.allclose(trained, generated)
+
+
+def test_text_context_real_has_no_image_free_mode():
+    batch = make_batch()
+    for mode in ("train", "eval"):
+        model = getattr(tiny_model("model.text_context=real"), mode)()
+        with pytest.raises(ValueError, match="text_context=real.*no image-free mode"):
+            model(batch, visual=False)
+    with pytest.raises(ValueError, match="text_context=real needs the visual branch"):
+        build_model(tiny_cfg("model.text_context=real").model, NUM_LABELS, build_visual=False, pretrained=False)
+    with pytest.raises(ValueError, match=r"model.text_context='seen'.*\('generated', 'real'\)"):
+        tiny_model("model.text_context=seen")
+    # BERT-CRF has no visual context: the switch changes nothing there
+    crf = tiny_model("model.use_mcg=false", "model.text_context=real").eval()
+    with torch.no_grad():
+        crf(image_free(batch), visual=False)
+
+
+def test_reads_images_for_the_real_context_control():
+    from bga_mner.build import reads_images
+
+    real = tiny_cfg("model.text_context=real")
+    assert reads_images(real, "test") and reads_images(real, "fit")
+    assert not reads_images(tiny_cfg(), "test")  # BGA-MNER evaluates image-free
+    assert not reads_images(tiny_cfg("model.text_context=real", "model.use_mcg=false"), "test")
+    assert not reads_images(tiny_cfg("model.text_context=real", "data.use_images=false"), "test")

@@ -103,3 +103,41 @@ def test_a_tweet_longer_than_the_window_is_tagged_in_windows_and_reported(smoke_
     assert "bga-mner predict: 1 of 4 tweets longer than the model's window (128 word pieces) " \
            "tagged in " in err
     assert [len(t) for t in read_conll(out)] == [len(t) for t in read_conll(FIXTURE_TEST)]
+
+
+@pytest.fixture(scope="module")
+def real_context_run(smoke_fit, tmp_path_factory) -> Path:
+    """A finished smoke fit of the real-context control (model.text_context=real)."""
+    runs = tmp_path_factory.mktemp("real-context-runs")
+    smoke_fit(runs, "model.text_context=real", "run.name=real-context")  # experiments/real_context
+    return runs / "real-context"
+
+
+def test_predict_refuses_a_real_context_checkpoint(real_context_run, tmp_path, capsys):
+    """The control's text layers read the real image: `bga-mner predict` (image-free) refuses it."""
+    text = tmp_path / "in.txt"
+    text.write_text("Kevin Durant scored in Boston tonight\n")
+    for name in ("best.ckpt", "inference.pt"):
+        ckpt = real_context_run / "checkpoints" / name
+        assert read_checkpoint(ckpt).config.model.text_context == "real"
+        assert main(["predict", "--ckpt", str(ckpt), "--input", str(text)]) == 2
+        err = capsys.readouterr().err
+        assert "text_context=real" in err and "reads the real image" in err and "image-free" in err
+        assert "bga-mner test" in err
+
+
+def test_a_real_context_checkpoint_builds_its_visual_branch_for_evaluation(real_context_run):
+    from bga_mner.inference import CheckpointError
+
+    system = build_system(read_checkpoint(real_context_run / "checkpoints" / "best.ckpt"))
+    assert system.model.build_visual and hasattr(system.model, "visual_embed")  # reads_images(cfg, "test")
+    assert system.model.text_context == "real"
+    with pytest.raises(CheckpointError, match="image-free inference checkpoint.*text_context=real"):
+        build_system(read_checkpoint(real_context_run / "checkpoints" / "inference.pt"))
+    # `bga-mner test` reads the test images (the network has no image-free mode): the fit's scores
+    from bga_mner.evaluation import evaluate
+
+    evaluation = evaluate(real_context_run / "checkpoints" / "best.ckpt")
+    assert evaluation.image_counts.get("test") is not None  # the test images were read
+    fitted = json.loads((real_context_run / "results.json").read_text())["test"]["overall"]
+    assert evaluation.scores["overall"] == pytest.approx(fitted)

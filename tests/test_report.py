@@ -47,7 +47,8 @@ def _write_run(runs: Path, name: str, f1: float | None = None, *, dataset: str =
     scores = {"precision": f1, "recall": f1, "f1": f1}
     model_cfg = {"use_mcg": model == "bga-mner", "use_scs": switches.get("use_scs", True),
                  "use_cycle": switches.get("use_cycle", True),
-                 "inference_visual": switches.get("inference_visual", "generated")}
+                 "inference_visual": switches.get("inference_visual", "generated"),
+                 "text_context": switches.get("text_context", "generated")}
     data_cfg = {"name": dataset, "train_limit": switches.get("train_limit"),
                 "modality_missing": switches.get("modality_missing", False)}
     results = {"run": name, "experiment": name.split("-")[0], "dataset": dataset,
@@ -230,3 +231,28 @@ def test_counts_that_disagree_with_results_are_ignored(tmp_path: Path, caplog: p
     _write_counts(run.parent, 18)  # F1 90, not the 70 of results.json
     (result,) = load_results(tmp_path)
     assert result.counts is None and "counts ignored" in caplog.text
+
+
+def test_the_real_context_control_is_its_own_setting_and_in_no_table(tmp_path: Path) -> None:
+    """model.text_context=real (experiments/real_context) is never full BGA-MNER nor standard, so it
+    never mixes into Tables 2-7; for BERT-CRF the switch means nothing and is normalised."""
+    from bga_mner.report import setting_of
+
+    def setting(model: str, **model_cfg):
+        return setting_of({"dataset": "synthetic", "model": model,
+                           "config": {"model": {"use_mcg": model == "bga-mner", **model_cfg}}})
+
+    control = setting("bga-mner", text_context="real")
+    assert control.text_context == "real" and not control.standard and not control.is_full()
+    assert control.is_full(text_context="real")
+    full = setting("bga-mner")
+    assert full.text_context == "generated" and full.standard and full.is_full()
+    assert setting("bert-crf", text_context="real") == setting("bert-crf")
+    _write_run(tmp_path, "bga", 70.0)
+    _write_run(tmp_path, "control", 99.0, text_context="real")  # same seed, another setting: both kept
+    _write_run(tmp_path, "crf", 60.0, model="bert-crf")
+    results = load_results(tmp_path)
+    assert len(results) == 3
+    for render in (render_table2, render_table3, render_table4, render_table7):
+        assert "99.00" not in render(results), render.__name__
+    assert "| BGA-MNER (ours, 1 seed) | 70.00 |" in render_table2(results)

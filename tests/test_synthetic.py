@@ -14,7 +14,8 @@ from bga_mner.cli import main as cli
 from bga_mner.data.conll import read_split_dir
 from bga_mner.data.detect import read_objects
 from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, NAMES, TYPE_OBJECTS, SynthConfig,
-                                     digest, ensure_synthetic, entity_style, generate)
+                                     digest, ensure_synthetic, entity_style, generate,
+                                     name_pools)
 
 SMALL = SynthConfig(train=120, valid=40, test=40, seed=3)
 
@@ -138,3 +139,108 @@ def test_synth_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         "train.txt", "valid.txt", "test.txt", "images", "objects.jsonl", "meta.json"}
     generate(tmp_path / "t", SynthConfig(train=4, valid=2, test=2, seed=5))
     assert _digest(tmp_path / "s") == _digest(tmp_path / "t")
+
+
+# --- benchmark options (unseen names, image-told cues) and the default set kept byte-identical ---
+
+# sha256 of SynthConfig(train=30, valid=10, test=10)'s files, computed with the generator BEFORE the
+# benchmark options existed (GENERATOR_VERSION 1): the default parameters must keep this set.
+ORIGINAL_SHA256 = {
+    "train.txt": "8f0e5f6f8fe7371b645e8ddb62fe34c8fa1b8983d63dac0ea17396c63e989d64",
+    "valid.txt": "c41295ce22daac28a0d99cc480e80d57a374b2ec952a0c4caa08edc7ad450ddf",
+    "test.txt": "e609aa5cffa68d75e23da2a99a00300849881a1a9173fd93e84c27f0b949d863",
+    "objects.jsonl": "d93924c5eb6313d4b4b67312e4b6e737dcf8d8b92a56835382d3115164504000",
+}
+
+
+def test_default_parameters_keep_the_original_set(tmp_path: Path) -> None:
+    generate(tmp_path / "default", SynthConfig(train=30, valid=10, test=10))
+    files = _digest(tmp_path / "default")
+    assert {k: files[k] for k in ORIGINAL_SHA256} == ORIGINAL_SHA256
+    generate(tmp_path / "explicit", SynthConfig(train=30, valid=10, test=10, unseen_names=0,
+                                                unseen_rate=0.3, image_told_cues=True))
+    assert _digest(tmp_path / "explicit") == files  # images and meta.json too
+    meta = json.loads((tmp_path / "default" / "meta.json").read_text())["tweets"]
+    assert all(m["unseen_positions"] == [] and not any(e["unseen"] for e in m["entities"])
+               for m in meta.values())
+
+
+def test_fewest_names_constant_matches_the_name_lists() -> None:
+    assert SynthConfig._FEWEST_NAMES == min(len(names) for names in NAMES.values())
+
+
+UNSEEN = SynthConfig(train=150, valid=50, test=250, seed=7, unseen_names=3, unseen_rate=0.4,
+                     image_told_cues=False)
+
+
+@pytest.fixture(scope="module")
+def unseen_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic_unseen")
+    generate(root, UNSEEN)
+    return root
+
+
+def test_unseen_names_only_in_test_at_about_the_rate(unseen_set: Path) -> None:
+    splits = {t.image_id: t for tweets in read_split_dir(unseen_set).values() for t in tweets}
+    meta = json.loads((unseen_set / "meta.json").read_text())["tweets"]
+    held = {n for names in NAMES.values() for n in names[-3:]}
+    drawn = {"train": 0, "valid": 0, "test": 0}
+    unseen = dict(drawn)
+    for image_id, m in meta.items():
+        positions = []
+        for e in m["entities"]:
+            assert e["unseen"] == (e["name"] in held)
+            if e["ambiguous"]:
+                assert not e["unseen"]
+                continue
+            drawn[m["split"]] += 1
+            unseen[m["split"]] += e["unseen"]
+            if e["unseen"]:
+                positions += range(e["start"], e["end"])
+        assert m["unseen_positions"] == positions
+        for pos in positions:
+            assert splits[image_id].tags[pos] != "O"
+    words = {w for split in ("train", "valid") for t in splits.values()
+             if meta[t.image_id]["split"] == split for w in t.words}
+    assert unseen["train"] == unseen["valid"] == 0
+    assert not {n for n in held if n in words}  # single-word held-out names never in train/valid
+    assert 0.3 < unseen["test"] / drawn["test"] < 0.5  # unseen_rate=0.4
+    # names_per_type: held out from within the first n names
+    pools = name_pools(SynthConfig(names_per_type=5, unseen_names=2))
+    assert pools["PER"] == (NAMES["PER"][:3], NAMES["PER"][3:5])
+
+
+def test_no_cue_with_ambiguous_names_and_image_told_positions(unseen_set: Path,
+                                                              small_set: Path) -> None:
+    meta = json.loads((unseen_set / "meta.json").read_text())["tweets"]
+    with_ambiguous = [m for m in meta.values() if m["ambiguous_positions"]]
+    assert len(with_ambiguous) > 20
+    assert all(not m["cue_words"] for m in with_ambiguous)  # image_told_cues=False
+    assert any(m["cue_words"] for m in meta.values())  # other tweets still get cues
+    for m in meta.values():  # without cues: every ambiguous name with an image is image-told
+        assert m["image_told_positions"] == (m["ambiguous_positions"] if m["has_image"] else [])
+    # the default set: ambiguous names with a cue or without an image are not image-told
+    meta = json.loads((small_set / "meta.json").read_text())["tweets"]
+    kinds = defaultdict(int)
+    for m in meta.values():
+        told = m["image_told_positions"]
+        if told:
+            assert m["has_image"] and not m["cue_words"] and told == m["ambiguous_positions"]
+        elif m["ambiguous_positions"]:
+            assert m["cue_words"] or not m["has_image"]
+            kinds["cue" if m["cue_words"] else "no image"] += 1
+    assert kinds["cue"] > 0 and sum(bool(m["image_told_positions"]) for m in meta.values()) > 10
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"unseen_names": -1}, "unseen_names"), ({"unseen_names": 15}, "unseen_names"),
+    ({"names_per_type": 3, "unseen_names": 3}, "unseen_names"), ({"unseen_rate": 1.5}, "unseen_rate"),
+    ({"unseen_rate": -0.1}, "unseen_rate")])
+def test_benchmark_options_are_validated(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SynthConfig(**kwargs)
+
+
+def test_benchmark_options_accept_their_bounds() -> None:
+    SynthConfig(unseen_names=14, unseen_rate=1.0)
+    SynthConfig(names_per_type=3, unseen_names=2, unseen_rate=0.0)

@@ -33,14 +33,17 @@ def reads_images(cfg: DictConfig, stage: Stage) -> bool:
 
     * fit: BGA-MNER trains on them (Eqs. 5-7); BERT-CRF (``model.use_mcg=false``) never looks at
       one. ``data.use_images=false`` is kept (a text-only data set).
-    * test: evaluation is image-free, unless ``model.inference_visual=real`` (Table 4).
+    * test: evaluation is image-free, unless ``model.inference_visual=real`` (Table 4) or
+      ``model.text_context=real`` (the real-context control: the text layers attend to the real
+      visual tokens in training and evaluation).
     * analysis: the alignment and mask analyses of a BGA-MNER run encode the real images.
     """
     bga = bool(cfg.model.use_mcg)
     if stage == "fit":
         return bga and bool(cfg.data.use_images)
     if stage == "test":
-        return bga and cfg.model.inference_visual == "real" and bool(cfg.data.use_images)
+        real = cfg.model.inference_visual == "real" or cfg.model.get("text_context", "generated") == "real"
+        return bga and real and bool(cfg.data.use_images)
     if stage == "analysis":
         return bga
     raise ValueError(f"unknown stage {stage!r}; expected fit, test or analysis")
@@ -211,6 +214,7 @@ def wandb_tags(cfg: DictConfig) -> list[str]:
     switches = {"no-scs": bga and not cfg.model.use_scs,
                 "no-cycle": bga and not cfg.model.use_cycle,
                 "inference-real-visual": bga and cfg.model.inference_visual == "real",
+                "real-context": bga and cfg.model.get("text_context", "generated") == "real",
                 "modality-missing": bool(cfg.data.modality_missing),
                 "text-only-data": not cfg.data.use_images}
     tags += [name for name, on in switches.items() if on]

@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "detect": "run Faster R-CNN over an image folder and write objects.jsonl",
     "params": "parameter counts by component, at train and inference time (Table 5)",
     "report": "paper-shaped tables and the Fig. 5 plot from a runs folder",
+    "evidence": "a synthetic run's slice counts, Fig. 3 hits and Fig. 4 keep counts -> evidence.json",
+    "claims": "claims.md: the paper's Section 4 claims tested on a make claims folder",
     "bench": "training and inference throughput of BGA-MNER against BERT-CRF",
     "sweep": "run a make target's unfinished runs as SLURM job arrays or local jobs (submitit)",
 }

@@ -51,10 +51,24 @@ class SynthConfig:
     names_per_type: int | None = None  # draw from only the first n names of each type and n
                                        # ambiguous names (None: all): names recur, appearance is
                                        # learnable from few tweets (the retrieval test)
+    unseen_names: int = 0        # per type, the last n of the names drawn from (all, or the first
+                                 # names_per_type) are held out: test-only names (never ambiguous)
+    unseen_rate: float = 0.3     # a test entity's (non-ambiguous) name is held out with this rate
+    image_told_cues: bool = True  # false: no "( pic : <word> )" cue in a tweet with an ambiguous name
+
+    # the fewest names of a type in data/synthetic.py NAMES (MISC; tests/test_synthetic.py checks it)
+    _FEWEST_NAMES = 15
 
     def __post_init__(self) -> None:
         if self.names_per_type is not None and self.names_per_type < 1:
             raise ValueError(f"names_per_type={self.names_per_type}: need at least one name per type")
+        usable = min(self._FEWEST_NAMES, self.names_per_type or self._FEWEST_NAMES)
+        if not 0 <= self.unseen_names < usable:
+            raise ValueError(f"unseen_names={self.unseen_names}: need 0 <= unseen_names < {usable} (the "
+                             "names a type can draw from, names_per_type or all), so that at least "
+                             "one name per type is seen in training")
+        if not 0.0 <= self.unseen_rate <= 1.0:
+            raise ValueError(f"unseen_rate={self.unseen_rate}: need a rate in [0, 1]")
 
 
 @dataclass
@@ -106,6 +120,8 @@ class ModelConfig:
     use_scs: bool = True               # false: all-ones masks
     use_cycle: bool = True             # the cycle-consistency loss (Eqs. 6-7)
     inference_visual: str = "generated"  # generated | real (Table 4)
+    text_context: str = "generated"    # generated | real: what the text layers attend to in training
+                                       # AND evaluation (real: the real-context control, not in the paper)
     generator_layers: int = 1          # transformer decoder layers per generator
     generator_ffn_dim: int = 2048      # FFN width of a generator layer (nn.TransformerDecoderLayer's)
     sampler_hidden_ratio: float = 0.5  # hidden width of the sampler MLPs / d (DynamicViT: d/2)

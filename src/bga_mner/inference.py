@@ -125,15 +125,18 @@ def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
         overrides: merged over the stored config (e.g. another test set); ``model:`` keys that
             change the network's shape make loading fail loudly (a :class:`CheckpointError`).
         build_visual: build the visual branch (default: only when evaluation reads real images,
-            ``build.reads_images(cfg, "test")``).
+            ``build.reads_images(cfg, "test")``: ``model.inference_visual=real`` or
+            ``model.text_context=real``).
     """
     cfg = merge(ckpt.config, overrides, "overrides") if overrides is not None else ckpt.config.copy()
     if build_visual is None:
         build_visual = reads_images(cfg, "test")
-    if build_visual and ckpt.image_free:
+    real_context = bool(cfg.model.use_mcg) and cfg.model.get("text_context", "generated") == "real"
+    if (build_visual or real_context) and ckpt.image_free:
+        key = "model.text_context=real" if real_context else "model.inference_visual=real"
         raise CheckpointError(f"{ckpt.path}: an image-free inference checkpoint has no visual "
                               "weights; use the Lightning checkpoint (checkpoints/best.ckpt) for "
-                              "model.inference_visual=real")
+                              f"{key}")
     system = MNERSystem(cfg, build_visual=build_visual, pretrained=False)  # weights: the checkpoint
     try:
         load_system_weights(system, ckpt.state_dict)

@@ -3,7 +3,7 @@
 The network itself (``bga_mner.models``) is a plain ``nn.Module`` that returns emissions and the raw
 per-layer generation terms; this class adds only what training needs, and Eq. 11 lives in one
 place, :meth:`MNERSystem.objective` (training, validation logging and ``bench`` all call it). Evaluation decodes image-free (the model's ``eval()`` default, unless
-``model.inference_visual=real``) and scores the FULL gold tags of each tweet: words cut off by
+``model.inference_visual=real`` or ``model.text_context=real``) and scores the FULL gold tags of each tweet: words cut off by
 ``data.max_length`` are predicted ``O``.
 """
 
@@ -181,7 +181,8 @@ class MNERSystem(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         # The visual branch runs where the batch has images, for the generation terms of the dev
         # loss. The text branch never reads real visual tokens (unless inference_visual=real), so
-        # the emissions, and the dev F1, are those of image-free inference.
+        # the emissions, and the dev F1, are those of image-free inference. Under text_context=real
+        # the network always runs it and its text layers read the real tokens (no image-free mode).
         visual = True if self.model.use_mcg and "image" in batch else None  # None: the model's default
         out = self.model(batch, visual=visual)
         loss, parts = self.objective(batch, out)

@@ -18,14 +18,18 @@ from bga_mner.analysis.alignment import (Retrieval, alignment_features, alignmen
                                          cosine_matrix, masked_mean, recall_at_k,
                                          retrieval_from_features)
 from bga_mner.analysis.alignment_plots import draw_retrieval, draw_similarity
-from bga_mner.analysis.ambiguous import ambiguous_f1, format_scores, run_ambiguous_f1, synthetic_root
+from bga_mner.analysis.ambiguous import (SLICES, ambiguous_f1, format_scores, run_ambiguous_f1,
+                                         run_slice_f1, slice_f1, slice_positions, slice_tags,
+                                         synthetic_root)
 from bga_mner.analysis.mask_plots import draw_keep_rates, draw_masks
 from bga_mner.analysis.masks import KeepRates, TweetMasks, collect_masks, keep_rates, sampled_masks
 from bga_mner.analysis.plots import DROPPED_FACE, DROPPED_TEXT, ENTITY_COLOURS, greyed
 from bga_mner.analysis.runs import LoadedRun, load_run
 
-__all__ = ["ENTITY_COLOURS", "KeepRates", "LoadedRun", "Retrieval", "TweetMasks", "alignment_features",
+__all__ = ["ENTITY_COLOURS", "KeepRates", "LoadedRun", "Retrieval", "SLICES", "TweetMasks",
+           "alignment_features",
            "alignment_retrieval", "ambiguous_f1", "collect_masks", "cosine_matrix", "draw_keep_rates",
            "draw_masks", "draw_retrieval", "draw_similarity", "format_scores", "greyed", "keep_rates",
            "load_run", "masked_mean", "recall_at_k", "retrieval_from_features", "run_ambiguous_f1",
-           "sampled_masks", "synthetic_root"]
+           "run_slice_f1", "sampled_masks", "slice_f1", "slice_positions", "slice_tags",
+           "synthetic_root"]

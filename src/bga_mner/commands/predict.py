@@ -9,6 +9,8 @@ not a line break). ``--format-in auto`` reads CoNLL from a ``.conll`` file or fr
 first non-blank line starts with ``IMGID:``, raw text otherwise; a tab never decides.
 A tweet longer than the model's window (``data.max_length`` word pieces) is tagged in overlapping
 windows (``inference.tag_tweets``), and their number is reported on stderr.
+A checkpoint trained with ``model.text_context=real`` (the real-context control) is refused: its
+text layers read the real image, so it has no image-free mode (``bga-mner test`` evaluates it).
 JSONL gives one object per tweet with its entity spans (``spans.bio_to_spans``, ``end``
 exclusive); CoNLL output can be scored with ``bga-mner score``.
 """
@@ -72,6 +74,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         tweets = read_tweets(Path(args.input).read_bytes(), args.input, args.format_in)
     ckpt = read_checkpoint(args.ckpt)
+    if ckpt.config.model.use_mcg and ckpt.config.model.get("text_context", "generated") == "real":
+        raise UserError(f"{ckpt.path}: trained with model.text_context=real, the model reads the real "
+                        "image of each tweet (its text layers attend to the real visual tokens); "
+                        "`bga-mner predict` is image-free: evaluate it with `bga-mner test` instead")
     if ckpt.config.model.inference_visual == "real":
         print("predict is image-free: tagging with generated visual tokens "
               "(model.inference_visual=generated)", file=sys.stderr)

@@ -13,10 +13,18 @@ flag for LOC, a logo badge for ORG, a ball, trophy or disc for MISC), plus distr
 - **cue words**: some tweets end with ``( pic : <word> )`` naming an object in the image;
 - **no image**: about 10% of tweets have no image file (and no detections).
 
+Benchmark options (all off by default; the defaults give exactly the original set, same rng draws):
+``unseen_names`` holds out the last n names of each type (of the first ``names_per_type`` when
+set) from train and valid, and test entities use them at ``unseen_rate``; ``image_told_cues=False``
+drops the cue from every tweet with an ambiguous name, so that its type is told by the image alone.
+``meta.json`` marks the slices a claim is measured on: ``ambiguous_positions``,
+``image_told_positions`` (ambiguous names in tweets with an image and no cue) and
+``unseen_positions`` (names held out of training). docs/synthetic.md tells the whole story.
+
 Output (``generate``): ``{train,valid,test}.txt`` (CoNLL with IMGID, as the real data),
 ``images/<id>.jpg``, ``objects.jsonl`` (the ``detect`` format, exact boxes; labels index
 :data:`CATEGORIES`), and ``meta.json`` (per tweet: split, has_image, ambiguous word positions,
-cue words and their positions, entities with their drawn object). The same parameters give
+cue words and their positions, the slices' positions, entities with their drawn object). The same parameters give
 byte-identical files. The data module generates it on demand into
 ``${paths.cache_dir}/synthetic-<hash of the parameters>`` (:func:`ensure_synthetic`).
 """
@@ -39,7 +47,9 @@ from bga_mner.config import SynthConfig
 from bga_mner.data.conll import SPLITS, Tweet, write_conll
 from bga_mner.data.detect import Detections, write_objects
 
-GENERATOR_VERSION = 1  # part of the cache hash: bump when the output for given parameters changes
+# part of the cache hash: bump when the output for given parameters changes. 2: meta.json gained
+# unseen_positions, image_told_positions and entities' "unseen" (the other files are unchanged)
+GENERATOR_VERSION = 2
 
 CATEGORIES: tuple[str, ...] = ("person", "building", "flag", "badge", "ball", "trophy", "disc",
                                "tree", "cloud", "car", "star")
@@ -169,10 +179,35 @@ def _draw_object(d: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, in
             d.ellipse([cx - r, my - r, cx + r, my + r], fill=(0, 0, 0))
 
 
+def name_pools(cfg: SynthConfig) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Per entity type, the (seen, held-out) names of ``cfg``: the names a type draws from (the
+    first ``names_per_type``, or all) split into the first ones and the last ``unseen_names``."""
+    pools = {}
+    for etype, names in NAMES.items():
+        pool = names[:cfg.names_per_type]
+        cut = len(pool) - cfg.unseen_names
+        if cut < 1:
+            raise ValueError(f"unseen_names={cfg.unseen_names}: {etype} has only {len(pool)} names")
+        pools[etype] = (pool[:cut], pool[cut:])
+    return pools
+
+
+def image_told_positions(tweet_meta: dict) -> list[int]:
+    """The ambiguous word positions of a tweet whose type only its image tells: the tweet has an
+    image and no cue word (from ``has_image``, ``cue_words`` and ``ambiguous_positions``)."""
+    if not tweet_meta["has_image"] or tweet_meta["cue_words"]:
+        return []
+    return list(tweet_meta["ambiguous_positions"])
+
+
 def _fill_template(rng: random.Random, template: str, neutral: bool, ambiguous_rate: float,
-                   names_per_type: int | None = None) -> tuple[list[str], list[str], list[dict]]:
+                   names_per_type: int | None = None, unseen_names: int = 0,
+                   test: bool = False, unseen_rate: float = 0.0
+                   ) -> tuple[list[str], list[str], list[dict]]:
     """Words, BIO tags and entity records of one template (names from the first
-    ``names_per_type`` of each list; None: all)."""
+    ``names_per_type`` of each list; None: all). With ``unseen_names``, the last n of those are
+    held out: drawn only in ``test`` tweets, at ``unseen_rate`` (the rng draws of
+    ``unseen_names=0`` are those of the original set)."""
     n = names_per_type
     words, tags, entities = [], [], []
     for token in template.split():
@@ -181,33 +216,44 @@ def _fill_template(rng: random.Random, template: str, neutral: bool, ambiguous_r
             tags.append("O")
             continue
         ambiguous = neutral and rng.random() < ambiguous_rate
+        unseen = False
         if ambiguous:
             name = rng.choice(sorted(AMBIGUOUS)[:n])
             etype = rng.choice(AMBIGUOUS[name])
         else:
             etype = rng.choice(sorted(NAMES)) if token == "{ANY}" else token[1:-1]
-            name = rng.choice(NAMES[etype][:n])
+            pool = NAMES[etype][:n]
+            if unseen_names:
+                seen, held = pool[:-unseen_names], pool[-unseen_names:]
+                unseen = test and rng.random() < unseen_rate
+                name = rng.choice(held if unseen else seen)
+            else:
+                name = rng.choice(pool)
         parts = name.split()
         entities.append({"start": len(words), "end": len(words) + len(parts), "type": etype,
-                         "name": name, "ambiguous": ambiguous,
+                         "name": name, "ambiguous": ambiguous, "unseen": unseen,
                          "object": rng.choice(TYPE_OBJECTS[etype])})
         words.extend(parts)
         tags.extend([f"B-{etype}"] + [f"I-{etype}"] * (len(parts) - 1))
     return words, tags, entities
 
 
-def _make_tweet(rng: random.Random, cfg: SynthConfig) -> tuple[list[str], list[str], dict]:
+def _make_tweet(rng: random.Random, cfg: SynthConfig, test: bool = False
+                ) -> tuple[list[str], list[str], dict]:
     neutral = rng.random() < cfg.neutral_rate
     template = rng.choice(NEUTRAL if neutral else TEMPLATES)
     prefix = ["RT", f"@{rng.choice(HANDLES)}", ":"] if rng.random() < 0.2 else []
     words, tags, entities = _fill_template(rng, template, neutral, cfg.ambiguous_rate,
-                                            cfg.names_per_type)
+                                            cfg.names_per_type, cfg.unseen_names, test,
+                                            cfg.unseen_rate)
     for e in entities:
         e["start"] += len(prefix)
         e["end"] += len(prefix)
     words, tags = prefix + words, ["O"] * len(prefix) + tags
     cues: list[dict] = []
-    if entities and rng.random() < cfg.cue_rate:
+    # image_told_cues=False: no cue (and no draw for one) in a tweet with an ambiguous name
+    cue_allowed = cfg.image_told_cues or not any(e["ambiguous"] for e in entities)
+    if entities and cue_allowed and rng.random() < cfg.cue_rate:
         cue = rng.choice(CUE_WORDS[rng.choice(entities)["object"]])
         cues.append({"position": len(words) + 3, "word": cue})
         words += ["(", "pic", ":", cue, ")"]
@@ -221,7 +267,9 @@ def _make_tweet(rng: random.Random, cfg: SynthConfig) -> tuple[list[str], list[s
         tags.append("O")
     meta = {"entities": entities, "cue_words": cues,
             "ambiguous_positions": [i for e in entities if e["ambiguous"]
-                                    for i in range(e["start"], e["end"])]}
+                                    for i in range(e["start"], e["end"])],
+            "unseen_positions": [i for e in entities if e["unseen"]
+                                 for i in range(e["start"], e["end"])]}
     return words, tags, meta
 
 
@@ -272,14 +320,16 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> dict[str,
         for _ in range(sizes[split]):
             image_id = f"syn{index:05d}"
             index += 1
-            words, tags, tweet_meta = _make_tweet(rng, cfg)
+            words, tags, tweet_meta = _make_tweet(rng, cfg, test=split == "test")
             has_image = rng.random() >= cfg.no_image_rate
             if has_image:
                 img, det = _draw_image(rng, image_id, tweet_meta["entities"], cfg.image_size)
                 img.save(out / "images" / f"{image_id}.jpg", quality=90)
                 detections.append(det)
             tweets.append(Tweet(image_id, words, tags))
-            meta["tweets"][image_id] = {"split": split, "has_image": has_image, **tweet_meta}
+            tweet_meta = {"split": split, "has_image": has_image, **tweet_meta}
+            tweet_meta["image_told_positions"] = image_told_positions(tweet_meta)
+            meta["tweets"][image_id] = tweet_meta
         write_conll(out / f"{split}.txt", tweets)
     write_objects(out / "objects.jsonl", detections)
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")

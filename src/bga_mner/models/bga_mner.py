@@ -14,6 +14,10 @@ Decisions where the paper is silent (also in docs/implementation_notes.md):
 * The text branch always attends to the GENERATED visual tokens (training and inference, all Nv
   of them: they exist whether or not the image had crops). ``inference_visual=real`` (Table 4)
   swaps in the real visual tokens of the same level at evaluation (missing crops masked).
+  ``text_context=real`` (the real-context control, not in the paper) makes the text branch attend to
+  the real visual tokens V (keep mask keep_v) in training AND evaluation, the fusion of most earlier
+  MNER models: the visual branch then always runs (no image-free mode). The generators and their
+  losses stay as they are (trained, unused by the text branch).
 * Losses: per-token KL(generated || real), summed over the units weighted by the keep masks
   (Eq. 5, Eq. 7), averaged over samples that have an image. The network returns these raw terms
   per layer (``LayerLosses``); ``MNERSystem.objective`` averages them over layers (1/N) and
@@ -56,6 +60,7 @@ from bga_mner.models.sampler import ContextSampler, keep_ratio_loss
 from bga_mner.models.visual_embedding import VisualEmbedding
 
 INFERENCE_VISUAL = ("generated", "real")
+TEXT_CONTEXT = ("generated", "real")  # model.text_context: what the text layers attend to
 # parameter-name prefix -> component (longest prefix wins); used by ``params`` and optimiser groups
 COMPONENTS: dict[str, str] = {
     "text_embeddings": "text encoder",
@@ -138,7 +143,9 @@ class BGAMNER(nn.Module):
         num_labels: number of BIO labels.
         cfg: the ``model:`` section (``config.ModelConfig``: switches, sizes; its defaults are the
             paper's). ``use_mcg=False`` builds exactly BERT-CRF (no visual branch, sampler or
-            generator); ``use_scs=False`` replaces every sampled mask by all real units.
+            generator); ``use_scs=False`` replaces every sampled mask by all real units;
+            ``text_context='real'`` makes the text layers attend to the real visual tokens in
+            training and evaluation (the real-context control; it needs ``build_visual``).
         build_visual: False builds only what image-free inference needs (no ViT, visual samplers,
             v2t generator, crop position embeddings); then ``visual_spec`` must describe the ViT.
         visual_spec: shapes of the visual encoder (taken from ``visual_encoder`` when given).
@@ -150,8 +157,12 @@ class BGAMNER(nn.Module):
         use_mcg, use_scs, inference_visual = cfg.use_mcg, cfg.use_scs, cfg.inference_visual
         if inference_visual not in INFERENCE_VISUAL:
             raise ValueError(f"model.inference_visual={inference_visual!r}; expected one of {INFERENCE_VISUAL}")
+        text_context = cfg.text_context
+        if text_context not in TEXT_CONTEXT:
+            raise ValueError(f"model.text_context={text_context!r}; expected one of {TEXT_CONTEXT}")
         self.use_mcg, self.use_scs, self.use_cycle = use_mcg, use_scs, cfg.use_cycle
         self.inference_visual = inference_visual
+        self.text_context = text_context
         self.detach_targets = cfg.detach_targets
         if not 0.0 < cfg.keep_ratio <= 1.0:
             raise ValueError(f"model.keep_ratio={cfg.keep_ratio}: expected a share in (0, 1]")
@@ -170,6 +181,9 @@ class BGAMNER(nn.Module):
             raise ValueError("build_visual=True needs the visual encoder")
         if not build_visual and inference_visual == "real":
             raise ValueError("inference_visual=real needs the visual branch (build_visual=True)")
+        if not build_visual and text_context == "real":
+            raise ValueError("text_context=real needs the visual branch (build_visual=True): the text "
+                             "layers attend to the real visual tokens, there is no image-free mode")
         spec = spec_of(visual_encoder) if visual_encoder is not None else visual_spec
         if spec is None:
             raise ValueError("build_visual=False needs visual_spec (backbones.describe_visual_encoder)")
@@ -211,7 +225,8 @@ class BGAMNER(nn.Module):
         Args:
             batch: the collated batch dict (text keys; image keys when the visual branch runs).
             visual: run the visual branch (needs images). Default: in training; at evaluation only
-                when ``inference_visual='real'``. False is image-free inference.
+                when ``inference_visual='real'``; always with ``text_context='real'``. False is
+                image-free inference (a ValueError with ``text_context='real'``).
         """
         keep_t = batch["attention_mask"].bool()  # (B, Nt)
         with label("text layers"):
@@ -223,9 +238,15 @@ class BGAMNER(nn.Module):
                     T = layer(T, keep_t)
             return BGAOutput(self._emissions(T, batch), text_states=T)
 
-        if visual is None:
-            visual = self.training or self.inference_visual == "real"
-        real_context = visual and not self.training and self.inference_visual == "real"
+        if self.text_context == "real":  # the real-context control: real tokens, training and evaluation
+            if visual is False:
+                raise ValueError("model.text_context=real: the text layers attend to the real visual "
+                                 "tokens, so the model has no image-free mode (visual=False)")
+            visual, real_context = True, True
+        else:
+            if visual is None:
+                visual = self.training or self.inference_visual == "real"
+            real_context = visual and not self.training and self.inference_visual == "real"
         if visual:
             V, keep_v, has_image = self._visual_tokens(batch)  # (B, Nv, d_v), (B, Nv), (B,)
             m_v = keep_v.to(T.dtype)
@@ -253,7 +274,7 @@ class BGAMNER(nn.Module):
                 out.layer_losses.append(self._layer_losses(V, T, V_hat, T_hat, m_v, m_t, keep_v, keep_t,
                                                            has_image, c_t2v, c_v2t))
             if real_context:
-                context, context_keep = V, keep_v  # Table 4: real visual tokens
+                context, context_keep = V, keep_v  # Table 4 / text_context=real: real visual tokens
             else:
                 context, context_keep = V_hat, None  # generated tokens, all attended
             with label("text layers"):  # Eq. 8; visual_to_text maps the context in (folded when cheaper)

@@ -52,17 +52,21 @@ class Setting:
     inference_visual: str = "generated"
     train_limit: int | None = None
     modality_missing: bool = False
+    text_context: str = "generated"  # real: the real-context control (not in the paper, no table)
 
     @property
     def standard(self) -> bool:
-        """Trained on the full training set, tested in-domain with generated visual and images."""
+        """Trained on the full training set, tested in-domain with generated visual and images
+        (the text layers attending to generated visual tokens: never the real-context control)."""
         return (self.train_limit is None and not self.modality_missing
-                and self.inference_visual == "generated" and self.test_dataset == self.dataset)
+                and self.inference_visual == "generated" and self.text_context == "generated"
+                and self.test_dataset == self.dataset)
 
     def is_full(self, **changes: Any) -> bool:
-        """Full BGA-MNER (all switches on) up to ``changes`` (field=value)."""
+        """Full BGA-MNER (all switches on) up to ``changes`` (field=value); the real-context control
+        (``text_context=real``) is never full BGA-MNER unless ``changes`` says so."""
         want = dict(model="bga-mner", use_scs=True, use_cycle=True, inference_visual="generated",
-                    train_limit=None, modality_missing=False) | changes
+                    train_limit=None, modality_missing=False, text_context="generated") | changes
         return all(getattr(self, k) == v for k, v in want.items())
 
 
@@ -93,10 +97,11 @@ def setting_of(data: Mapping[str, Any]) -> Setting:
         inference_visual="generated" if bert_crf else model_cfg.get("inference_visual", "generated"),
         train_limit=data_cfg.get("train_limit"),
         modality_missing=bool(data_cfg.get("modality_missing", False)),
+        text_context="generated" if bert_crf else model_cfg.get("text_context", "generated"),
     )
 
 
-def _read_run(path: Path) -> RunResult:
+def read_run(path: Path) -> RunResult:
     """One ``results.json``; a malformed file is a ``ValueError`` naming it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -128,7 +133,7 @@ def load_results(runs_dir: str | Path) -> list[RunResult]:
         raise FileNotFoundError(f"{runs_dir}: runs folder not found")
     latest: dict[tuple[Setting, int], RunResult] = {}
     for path in sorted(runs_dir.rglob("results.json")):
-        run = _read_run(path)
+        run = read_run(path)
         key = (run.setting, run.seed)
         if key in latest:
             old, new = sorted([latest[key], run], key=lambda r: r.path.stat().st_mtime)

@@ -18,6 +18,10 @@ Why these tests, and what each one can and cannot say, is in docs/statistics.md.
   Ulmer et al. 2022) on the per-seed test F1s, both directions from one bootstrap. A is declared
   better when eps_min(A > B) < :data:`ASO_THRESHOLD` (0.2, deepsig's recommended threshold).
 - :func:`compare`: all of the above for one comparison row, with a plain verdict.
+- :func:`bootstrap_contrast`: a weighted sum of ratios of per-tweet sums (F1 gains, the change of a
+  gain with the training-set size, keep rates, recall) with a paired bootstrap interval over
+  tweets; :func:`ci_verdict` and :func:`claim_verdict` turn an interval or a comparison into a
+  claim's verdict (supported, contradicted, inconclusive).
 
 Every random draw comes from a ``numpy.random.Generator`` seeded with :data:`SEED`, so a report
 is the same every time it is built from the same runs.
@@ -50,6 +54,8 @@ SEED = 0
 MEASURES = ("precision", "recall", "f1")
 NO_TEST = "n<2: no test"
 NO_DIFFERENCE = "no difference shown"
+# verdicts of a claim (make claims, report/claims.py)
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 
 
 @dataclass
@@ -367,3 +373,91 @@ def compare(a: Arm, b: Arm, confidence: float = CONFIDENCE) -> Comparison:
             seeds = ()
     return Comparison(a.label, b.label, len(fa), len(fb), delta, eps_ab, eps_ba, p_value, seeds,
                       verdict(a.label, b.label, eps_ab, eps_ba))
+
+
+def ratio_terms(counts: TweetCounts, group: str = "overall") -> tuple[np.ndarray, np.ndarray]:
+    """Micro F1 as a ratio of per-tweet sums, for :func:`bootstrap_contrast`: F1 = 2 tp / (predicted +
+    gold), so (2 tp, predicted + gold) per tweet.
+
+    Args:
+        counts: per-tweet counts (:func:`pool_seeds` for several seeds).
+        group: ``overall`` or an entity type.
+    """
+    tp, n_pred, n_gold = counts.group(group)
+    return 2 * tp, n_pred + n_gold
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
+    num, den = np.sum(num, axis=axis), np.sum(den, axis=axis)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+
+
+def bootstrap_contrast(terms: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[float],
+                       scale: float = 1.0, confidence: float = CONFIDENCE,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = SEED
+                       ) -> tuple[float, float, float]:
+    """A weighted sum of ratios of per-tweet sums, with a percentile bootstrap interval over tweets.
+
+    Each term i is a pair of per-tweet arrays (numerator, denominator) over the SAME tweets; the
+    statistic is ``scale * sum_i w_i * sum(num_i) / sum(den_i)`` (0/0 counts as 0), and every
+    resample draws one set of tweets for all terms (a paired bootstrap). Examples: the F1 gain of
+    A over B is ``[ratio_terms(A), ratio_terms(B)]``, weights ``[1, -1]``, scale 100 (seeds pooled
+    by :func:`pool_seeds` first); the change of that gain between two training-set sizes has four
+    terms, weights ``[1, -1, -1, 1]``; keep rates are (kept units, units) per tweet.
+
+    Args:
+        terms: (numerator, denominator) per term, each a (tweets,) array.
+        weights: one weight per term.
+        scale: multiplies the statistic (100: percent).
+        confidence: the interval's coverage.
+        resamples: bootstrap resamples.
+        seed: seed of the resampling generator.
+
+    Returns:
+        (value on all tweets, low, high).
+    """
+    if not terms or len(terms) != len(weights):
+        raise ValueError(f"{len(terms)} terms but {len(weights)} weights: need one weight per term")
+    arrays = [np.asarray(a, dtype=float) for pair in terms for a in pair]
+    n = len(arrays[0])
+    if n == 0 or any(len(a) != n for a in arrays):
+        raise ValueError("every term needs one numerator and denominator per tweet, of the same tweets")
+    w = np.asarray(weights, dtype=float)
+
+    def statistic(*data: np.ndarray, axis: int = -1) -> np.ndarray:
+        ratios = [_ratio(data[2 * i], data[2 * i + 1], axis) for i in range(len(w))]
+        return scale * sum(wi * r for wi, r in zip(w, ratios))
+
+    value = float(statistic(*arrays))
+    if n == 1:
+        return value, value, value
+    from scipy.stats import bootstrap
+
+    res = bootstrap(arrays, statistic, paired=True, vectorized=True, n_resamples=resamples, batch=200,
+                    confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    return value, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def ci_verdict(low: float, high: float, reference: float = 0.0) -> str:
+    """The verdict of a directional claim "the statistic exceeds ``reference``" from its interval:
+    ``supported`` (the interval lies above), ``contradicted`` (below), else ``inconclusive``.
+
+    Args:
+        low, high: the interval.
+        reference: the value the claim says is exceeded (0 for a gain, chance for a recall).
+    """
+    if low > reference:
+        return SUPPORTED
+    if high < reference:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def claim_verdict(comparison: Comparison) -> str:
+    """The verdict of a claim "A is better than B" from :func:`compare`'s ASO result: supported
+    (A better), contradicted (B better), else inconclusive (also with fewer than 2 seeds)."""
+    if comparison.verdict == f"{comparison.a} better":
+        return SUPPORTED
+    if comparison.verdict == f"{comparison.b} better":
+        return CONTRADICTED
+    return INCONCLUSIVE

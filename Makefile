@@ -54,8 +54,9 @@ mutation: $(STAMP) ## mutation testing (mutmut, [tool.mutmut]) of models/, data/
 	echo; echo "mutmut run: exit $$rc after $$(( ($$(date +%s) - start) / 60 )) min"; \
 	$(BIN)/python tools/mutation_score.py $(if $(MUTATION_SAMPLE),--names $$names) && exit $$rc
 
-demo: $(STAMP) ## synthetic set + BGA-MNER and BERT-CRF on CPU, with a Table-2-shaped report
-	$(BIN)/python -m bga_mner.demo --runs $(RUNS)/demo
+DEMO_SEEDS ?= 42 43 44
+demo: $(STAMP) ## BGA-MNER and BERT-CRF on the synthetic benchmark, DEMO_SEEDS (3) seeds, 2 at a time: F1 with CIs and verdict, slices, Fig. 3/4 numbers (<= 10 min on 2 cores)
+	$(BIN)/python -m bga_mner.demo --runs $(RUNS)/demo --seeds $(DEMO_SEEDS)
 
 GPU_CHECK_OUT ?= $(RUNS)/gpu-check/gpu_check.json
 gpu-check: $(STAMP) ## one GPU, <= 8 min, nothing downloaded: samples/s (paper widths; eager/compiled, fp32/bf16), memory, a MiniLM fit -> $(GPU_CHECK_OUT) (docs/gpu.md)
@@ -70,7 +71,7 @@ gpu-wheels: $(STAMP) ## into .whl/: wheels of $(GPU_WHEELS) (Python 3.12) and a 
 	@du -sh .whl
 
 notebooks: $(STAMP) ## execute notebooks/ against a BGA-MNER run (NB_RUN=..., default the demo's): $(RUNS)/notebooks/index.html and a page per notebook
-	$(BIN)/python -m bga_mner.notebooks --run $(or $(NB_RUN),$(RUNS)/demo/bga-mner-seed42) --runs $(RUNS)
+	$(BIN)/python -m bga_mner.notebooks --run $(or $(NB_RUN),$(RUNS)/demo/bga-seed42) --runs $(RUNS)
 
 clean: ## remove runs, caches and the venv
 	rm -rf $(VENV) $(RUNS) .cache wandb .pytest_cache .hypothesis mutants

@@ -75,9 +75,11 @@ def _run_one(run: DemoRun, threads: int, logs: Path) -> DemoRun:
     log = logs / f"{run.name}.log"
     start = time.perf_counter()
     with log.open("a", encoding="utf-8") as out:
-        steps = [] if (run.run_dir / "results.json").is_file() else [run.fit]
+        results, evidence = run.run_dir / "results.json", run.run_dir / "evidence.json"
+        steps = [] if results.is_file() else [run.fit]
         run.reused = not steps
-        steps.append([*_bga_command(), "evidence", str(run.run_dir)])
+        if not (run.reused and evidence.is_file() and evidence.stat().st_mtime >= results.stat().st_mtime):
+            steps.append([*_bga_command(), "evidence", str(run.run_dir)])  # as make: unless up to date
         for cmd in steps:
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
@@ -134,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - start
     print()
     for d in done:
-        how = "reused, evidence " if d.reused else ""
+        how = "reused " if d.reused else ""
         print(f"{d.name:16s} {how}{d.seconds:5.0f} s   {d.run_dir}")
     print(f"demo total: {total:.0f} s ({len(done)} runs, {args.jobs} at a time)\n")
     print(demo_summary(args.runs), end="", flush=True)  # the result, last

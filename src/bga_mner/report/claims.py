@@ -397,11 +397,11 @@ def build_claims(runs_dir: str | Path, full_size: int | None = None) -> str:
     rows.append(row)
     details += sub
     settings = ", ".join(f"{k} ({len(v)})" for k, v in sorted(runs.items()))
-    out = ["# The paper's Section 4 claims on the synthetic benchmark\n",
+    out = ["# The paper's Section 4 claims on the synthetic benchmark\n\n",
            f"Runs: `{runs_dir}`; seeds {seeds}; settings (runs): {settings}. Synthetic data and small "
            "random-init models: these verdicts are about this benchmark, not about Twitter-2015/2017. "
-           "How each verdict is reached: docs/claims.md.\n",
-           _md(HEADER, rows), "\n## Sub-claims\n\n", _md(HEADER[:1] + HEADER[1:], details)]
+           "How each verdict is reached: docs/claims.md.\n\n",
+           _md(HEADER, rows), "\n## Sub-claims\n\n", _md(HEADER, details)]
     for extra in (slices_table(runs), alpha_table(runs)):
         if extra:
             out += ["\n", extra]

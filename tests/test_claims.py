@@ -17,7 +17,7 @@ from bga_mner.report.claims import (build_claims, claim_fig3, claim_fig4, claim_
                                     claim_table3, claim_table4, demo_summary, fig5_sizes,
                                     load_claims_runs)
 from bga_mner.report.statistics import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, TweetCounts,
-                                        bootstrap_contrast, ci_verdict, pool_seeds, ratio_terms)
+                                        bootstrap_contrast, ci_verdict, ratio_terms)
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("PER", "LOC", "ORG", "MISC")
@@ -202,9 +202,9 @@ def test_evidence_of_a_bga_and_a_bert_crf_run(tmp_path, smoke_fit, one_thread):
             assert int(run.counts(slice_name).n_gold.sum()) == expect[f"{slice_name}_entities"] > 0
     assert "retrieval" not in text.evidence and "keep" not in text.evidence
     retrieval, keep = bga.evidence["retrieval"], bga.evidence["keep"]
-    with_image = [i for i in retrieval["ids"]]
+    with_image = list(retrieval["ids"])
     assert retrieval["n"] == len(with_image) == len(retrieval["hit_at_1"]) and keep["ids"] == with_image
-    assert all(h1 <= h5 for h1, h5 in zip(retrieval["hit_at_1"], retrieval["hit_at_5"]))
+    assert all(h1 <= h5 for h1, h5 in zip(retrieval["hit_at_1"], retrieval["hit_at_5"], strict=True))
     for part in ("entity", "filler", "crops", "global"):
         assert len(keep[part]) == len(with_image)
         assert all(0 <= kept <= units for kept, units in keep[part])

@@ -52,7 +52,7 @@ def gradient_table(run_dir: Path, batches: int = 4) -> str:
             _, parts = system.objective(batch, model(batch, visual=True))
             loss = parts["mner"] if part == "mner" else alpha * parts["auxiliary"]
             loss.backward()
-            for acc, (_, p) in zip(grads[part], params):
+            for acc, (_, p) in zip(grads[part], params, strict=True):
                 if p.grad is not None:
                     acc += p.grad / batches
         seen += 1

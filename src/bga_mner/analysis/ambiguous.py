@@ -131,6 +131,26 @@ def synthetic_root(cfg: DictConfig) -> Path:
     return ensure_synthetic(cfg.paths.cache_dir, section(cfg, "data").synthetic)
 
 
+def read_run_test(run_dir: str | Path) -> tuple[DictConfig, dict, list[Tweet], list[list[str]]]:
+    """A finished synthetic run's config, its set's ``meta.json`` tweets, the gold test tweets and
+    the run's predicted tags for each of them (``predictions/test.conll``, in gold order).
+
+    Args:
+        run_dir: the run folder (its ``config.yaml`` locates the synthetic set and ``meta.json``).
+    """
+    run_dir = Path(run_dir)
+    cfg = from_container(OmegaConf.load(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    root = synthetic_root(cfg)
+    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))["tweets"]
+    gold = read_conll(root / "test.txt", type_map=cfg.data.type_map or {})
+    pred_path = run_dir / "predictions" / "test.conll"
+    predicted = {t.image_id: t.tags for t in read_conll(pred_path)}
+    missing = [t.image_id for t in gold if t.image_id not in predicted]
+    if missing:
+        raise ValueError(f"{pred_path}: no prediction for {len(missing)} test tweets, e.g. {missing[:3]}")
+    return cfg, meta, gold, [predicted[t.image_id] for t in gold]
+
+
 def run_slice_f1(run_dir: str | Path, slice_name: str) -> dict[str, Any]:
     """:func:`slice_f1` of a finished synthetic run (its ``predictions/test.conll``) on a slice.
 
@@ -143,18 +163,8 @@ def run_slice_f1(run_dir: str | Path, slice_name: str) -> dict[str, Any]:
     """
     if slice_name not in SLICES:
         raise ValueError(f"unknown slice {slice_name!r}: choose one of {', '.join(SLICES)}")
-    run_dir = Path(run_dir)
-    cfg = from_container(OmegaConf.load(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-    root = synthetic_root(cfg)
-    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))["tweets"]
-    gold = read_conll(root / "test.txt", type_map=cfg.data.type_map or {})
-    predicted = {t.image_id: t.tags for t in read_conll(run_dir / "predictions" / "test.conll")}
-    missing = [t.image_id for t in gold if t.image_id not in predicted]
-    if missing:
-        raise ValueError(f"{run_dir / 'predictions' / 'test.conll'}: no prediction for "
-                         f"{len(missing)} test tweets, e.g. {missing[:3]}")
-    return slice_f1(gold, [predicted[t.image_id] for t in gold], slice_positions(meta, slice_name),
-                    slice_name)
+    _, meta, gold, predicted = read_run_test(run_dir)
+    return slice_f1(gold, predicted, slice_positions(meta, slice_name), slice_name)
 
 
 def run_ambiguous_f1(run_dir: str | Path) -> dict[str, Any]:

@@ -22,14 +22,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-from omegaconf import OmegaConf
-
-from bga_mner.analysis.ambiguous import slice_positions, slice_tags, synthetic_root
+from bga_mner.analysis.ambiguous import read_run_test, slice_positions, slice_tags
 from bga_mner.atomic import atomic_write_text
-from bga_mner.config import from_container
-from bga_mner.data.conll import read_conll
+from bga_mner.data.conll import ENTITY_TYPES, Tweet
 from bga_mner.metrics import tweet_counts
 
 EVIDENCE_FILE = "evidence.json"
@@ -38,27 +35,20 @@ KEEP_PARTS = ("entity", "filler", "crops", "global")
 DEV_CURVES = ("val/recon", "val/cycle", "val/f1", "val/mner")
 
 
-def slice_counts(run_dir: Path, cfg: Any, meta: dict) -> dict[str, dict]:
-    """Per-tweet span counts of the run's test predictions on each slice of :data:`EVIDENCE_SLICES`.
+def slice_counts(gold: Sequence[Tweet], predicted: Sequence[Sequence[str]], meta: Mapping) -> dict[str, dict]:
+    """Per-tweet span counts of the test predictions on each slice of :data:`EVIDENCE_SLICES`.
 
     Args:
-        run_dir: the run folder (its ``predictions/test.conll``).
-        cfg: the run's config (its ``data.type_map``).
+        gold: the gold test tweets.
+        predicted: the predicted tags of each gold tweet.
         meta: the synthetic set's ``meta.json`` ``tweets`` mapping.
     """
-    root = synthetic_root(cfg)
-    gold = read_conll(root / "test.txt", type_map=cfg.data.type_map or {})
-    pred_path = run_dir / "predictions" / "test.conll"
-    predicted = {t.image_id: t.tags for t in read_conll(pred_path)}
-    missing = [t.image_id for t in gold if t.image_id not in predicted]
-    if missing:
-        raise ValueError(f"{pred_path}: no prediction for {len(missing)} test tweets, e.g. {missing[:3]}")
     out = {}
     for name in EVIDENCE_SLICES:
         positions = slice_positions(meta, name)
-        pairs = [slice_tags(t.tags, predicted[t.image_id], positions.get(t.image_id, ())) for t in gold]
+        pairs = [slice_tags(t.tags, p, positions.get(t.image_id, ())) for t, p in zip(gold, predicted, strict=True)]
         counts = tweet_counts([g for g, _ in pairs], [p for _, p in pairs])
-        out[name] = {"types": ["PER", "LOC", "ORG", "MISC"], "ids": [t.image_id for t in gold], **counts}
+        out[name] = {"types": list(ENTITY_TYPES), "ids": [t.image_id for t in gold], **counts}
     return out
 
 
@@ -113,9 +103,8 @@ def run_evidence(run_dir: str | Path) -> dict[str, Any]:
         run_dir: a finished run folder on the synthetic set.
     """
     run_dir = Path(run_dir)
-    cfg = from_container(OmegaConf.load(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-    meta = json.loads((synthetic_root(cfg) / "meta.json").read_text(encoding="utf-8"))["tweets"]
-    out: dict[str, Any] = {"slices": slice_counts(run_dir, cfg, meta), "dev_curve": dev_curves(run_dir)}
+    cfg, meta, gold, predicted = read_run_test(run_dir)
+    out: dict[str, Any] = {"slices": slice_counts(gold, predicted, meta), "dev_curve": dev_curves(run_dir)}
     trained_bga = (cfg.model.use_mcg and cfg.model.text_context == "generated"
                    and cfg.model.inference_visual == "generated"
                    and (run_dir / "checkpoints" / "best.ckpt").is_file())

@@ -34,9 +34,24 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from bga_mner.report.results import RunResult, paper_results, read_run
-from bga_mner.report.statistics import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, Arm, Comparison, Stat,
-                                        TweetCounts, bootstrap_contrast, ci_verdict, claim_verdict,
-                                        compare, pool_seeds, ratio_terms)
+from bga_mner.report.statistics import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    SUPPORTED,
+    Arm,
+    Comparison,
+    Stat,
+    TweetCounts,
+    bootstrap_contrast,
+    ci_verdict,
+    claim_verdict,
+    compare,
+    pool_seeds,
+    ratio_terms,
+)
+from bga_mner.report.tables import _md as _table
+from bga_mner.report.tables import _num as _plain
+from bga_mner.report.tables import _signed
 
 CLAIMS_FILE = "claims.md"
 EVIDENCE_FILE = "evidence.json"  # = bga_mner.analysis.evidence.EVIDENCE_FILE (this package is torch-free)
@@ -97,9 +112,8 @@ def load_claims_runs(runs_dir: str | Path) -> dict[str, dict[int, ClaimRun]]:
 
 # ----------------------------------------------------------------------------- formatting
 def _num(x: float | None, signed: bool = False) -> str:
-    if x is None or x != x:
-        return "—"
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    x = None if x is None or x != x else x  # NaN: no value
+    return _signed(x) if signed else _plain(x)
 
 
 def _ci(ci: tuple[float, float, float] | None, signed: bool = True) -> str:
@@ -122,9 +136,7 @@ def _combine(verdicts: Sequence[str]) -> str:
 
 
 def _md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return _table(header, rows) + "\n"
 
 
 # ----------------------------------------------------------------------------- comparisons

@@ -180,14 +180,17 @@ endef
 	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) evidence $* $(call claims_log,$(*F)-evidence)
 
 # $(call claims_fit,SETTING,OVERRIDES): the setting's rule for every seed; returns its evidence files
+# Fig. 5 sizes: n tweets, repeated to the full set's steps per epoch (data.train_limit_fill), so a
+# size differs from the full set in its data only, not in its optimiser steps
+CLAIMS_LIMIT := data.train_limit_fill=true data.train_limit=
 claims_fit = $(foreach s,$(CLAIMS_SEEDS),$(eval $(call CLAIMS_FIT_RULE,$(1),$(s),$(2)))$(CLAIMS_RUNS)/$(1)-seed$(s)/evidence.json)
 CLAIMS_EVIDENCE := $(call claims_fit,bga,) $(call claims_fit,bert_crf,$(BERT_CRF)) \
   $(call claims_fit,real_context,model.text_context=real) \
   $(call claims_fit,wo_scs,model.use_scs=false) $(call claims_fit,wo_cycle,model.use_cycle=false) \
   $(call claims_fit,wo_scs_cycle,model.use_scs=false model.use_cycle=false) \
   $(foreach s,$(CLAIMS_SEEDS),$(eval $(call CLAIMS_TEST_RULE,$(s)))$(CLAIMS_RUNS)/bga_real_visual-seed$(s)/evidence.json) \
-  $(foreach n,$(CLAIMS_SIZES),$(call claims_fit,bga_n$(n),data.train_limit=$(n)) \
-                              $(call claims_fit,text_n$(n),data.train_limit=$(n) $(BERT_CRF))) \
+  $(foreach n,$(CLAIMS_SIZES),$(call claims_fit,bga_n$(n),$(CLAIMS_LIMIT)$(n)) \
+                              $(call claims_fit,text_n$(n),$(CLAIMS_LIMIT)$(n) $(BERT_CRF))) \
   $(foreach a,$(CLAIMS_ALPHAS),$(call claims_fit,bga_alpha$(a),model.alpha=$(a)))
 
 .PHONY: claims claims-runs

@@ -138,6 +138,23 @@ def test_data_limited_subset_saved_and_deterministic(tokenizer, tmp_path: Path) 
         _module(tokenizer, tmp_path, "data.train_limit=6")
 
 
+def test_data_limited_fill_takes_the_full_sets_draws(tokenizer, tmp_path: Path) -> None:
+    """train_limit_fill: an epoch draws as many tweets as the full split (5), only from the subset,
+    each subset tweet in every pass; seeded, and the same subset as without fill."""
+    dm = _module(tokenizer, tmp_path, "data.train_limit=2", "data.train_limit_fill=true",
+                 "data.use_images=false")
+    plain = _module(tokenizer, tmp_path, "data.train_limit=2", "data.use_images=false")
+    assert dm.train_subset_ids == plain.train_subset_ids
+    epochs = [[i for b in dm.train_dataloader() for i in b["ids"]] for _ in range(3)]
+    for order in epochs:
+        assert len(order) == 5 and set(order) == set(dm.train_subset_ids)
+        assert sorted(order[:2]) == sorted(order[2:4]) == sorted(dm.train_subset_ids)  # whole passes
+    assert len([i for b in plain.train_dataloader() for i in b["ids"]]) == 2
+    again = _module(tokenizer, tmp_path, "data.train_limit=2", "data.train_limit_fill=true",
+                    "data.use_images=false")
+    assert epochs == [[i for b in again.train_dataloader() for i in b["ids"]] for _ in range(3)]
+
+
 def test_modality_missing_replaces_every_test_image(tokenizer, tmp_path: Path) -> None:
     dm = _module(tokenizer, tmp_path, "data.modality_missing=true")
     test = _batch(dm, "test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import json
 from collections import defaultdict
@@ -13,7 +14,8 @@ from PIL import Image
 from bga_mner.cli import main as cli
 from bga_mner.data.conll import read_split_dir
 from bga_mner.data.detect import read_objects
-from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, NAMES, TYPE_OBJECTS, SynthConfig,
+from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, NAMES, TYPE_COLOURS, TYPE_OBJECTS,
+                                     SynthConfig,
                                      digest, ensure_synthetic, entity_style, generate,
                                      name_pools)
 
@@ -244,3 +246,40 @@ def test_benchmark_options_are_validated(kwargs: dict, match: str) -> None:
 def test_benchmark_options_accept_their_bounds() -> None:
     SynthConfig(unseen_names=14, unseen_rate=1.0)
     SynthConfig(names_per_type=3, unseen_names=2, unseen_rate=0.0)
+
+
+def _hue_share(img: Image.Image, box: list[float], hue: float) -> float:
+    """The share of a box's pixels that are saturated and within 10 degrees of ``hue`` (degrees)."""
+    h, s, v = (band.load() for band in img.convert("HSV").split())
+    x1, y1, x2, y2 = (int(round(c)) for c in box)
+    pixels = [(x, y) for x in range(x1, x2) for y in range(y1, y2)]
+    near = sum(1 for x, y in pixels if s[x, y] > 120 and v[x, y] > 60
+               and min(abs(h[x, y] * 360 / 255 - hue), 360 - abs(h[x, y] * 360 / 255 - hue)) < 10)
+    return near / len(pixels)
+
+
+def test_type_colours_show_the_type_and_keep_the_rest(tmp_path: Path) -> None:
+    """object_colours="type": every entity object is drawn mostly in its type's hue and in no other
+    type's; distractors in none; the same tweets, boxes and rng draws as object_colours="name"."""
+    hues = {t: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360 for t, rgb in TYPE_COLOURS.items()}
+    cfg = dict(train=20, valid=5, test=5, seed=3, image_told_cues=False)
+    generate(tmp_path / "type", SynthConfig(**cfg, object_colours="type"))
+    generate(tmp_path / "name", SynthConfig(**cfg))
+    for split in ("train.txt", "valid.txt", "test.txt", "objects.jsonl"):
+        assert (tmp_path / "type" / split).read_bytes() == (tmp_path / "name" / split).read_bytes()
+    kind_type = {k: t for t, kinds in TYPE_OBJECTS.items() for k in kinds}
+    checked = defaultdict(int)
+    for det in read_objects(tmp_path / "type" / "objects.jsonl").values():
+        img = Image.open(tmp_path / "type" / "images" / f"{det.image_id}.jpg")
+        for box, kind in zip(det.boxes, det.names, strict=True):
+            shares = {t: _hue_share(img, box, hue) for t, hue in hues.items()}
+            if kind in kind_type:
+                own = shares.pop(kind_type[kind])
+                assert own > 0.15 and max(shares.values()) < 0.02, (det.image_id, kind, own, shares)
+            else:
+                assert max(shares.values()) < 0.02, (det.image_id, kind, shares)
+            checked[kind_type.get(kind, "distractor")] += 1
+    assert set(checked) == set(TYPE_COLOURS) | {"distractor"}
+    assert entity_style("Jordan", "PER")[1] == entity_style("Jordan")[1]  # the mark stays the name's
+    with pytest.raises(ValueError, match="object_colours"):
+        SynthConfig(object_colours="kind")

@@ -55,6 +55,9 @@ class SynthConfig:
                                  # names_per_type) are held out: test-only names (never ambiguous)
     unseen_rate: float = 0.3     # a test entity's (non-ambiguous) name is held out with this rate
     image_told_cues: bool = True  # false: no "( pic : <word> )" cue in a tweet with an ambiguous name
+    object_colours: str = "name"  # an entity object's colour: "name" (keyed on its name, the same
+                                  # for every type of an ambiguous name) | "type" (its type's hue,
+                                  # shaded by its name; distractors grey): the type is visible as colour
 
     # the fewest names of a type in data/synthetic.py NAMES (MISC; tests/test_synthetic.py checks it)
     _FEWEST_NAMES = 15
@@ -69,6 +72,8 @@ class SynthConfig:
                              "one name per type is seen in training")
         if not 0.0 <= self.unseen_rate <= 1.0:
             raise ValueError(f"unseen_rate={self.unseen_rate}: need a rate in [0, 1]")
+        if self.object_colours not in ("name", "type"):
+            raise ValueError(f"object_colours={self.object_colours!r}: need 'name' or 'type'")
 
 
 @dataclass
@@ -86,6 +91,9 @@ class DataConfig:
     crop_size: int = 128               # object crop side (a multiple of the ViT patch)
     use_images: bool = True            # false: text only (decided once by build.decide_images)
     train_limit: Optional[int] = None  # data-limited training: n tweets, seeded (Fig. 5)
+    train_limit_fill: bool = False     # with train_limit: an epoch draws as many tweets as the full
+                                       # train split (the n repeated, reshuffled each pass), so a
+                                       # data-limited run takes the full set's steps
     modality_missing: bool = False     # every test image replaced by one uniform empty image (Table 7)
     test_name: Optional[str] = None    # cross-domain (Table 6): test on another data set
     test_root: Optional[str] = None

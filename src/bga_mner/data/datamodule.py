@@ -9,7 +9,9 @@ Settings (the ``data:`` section of the config):
   images is fine: every tweet gets ``has_image=False``, counted and logged.
 - ``use_images=false``: no visual input at all; the batch has no image keys.
 - data-limited (Fig. 5): ``train_limit=n`` keeps n train tweets drawn with the run seed (in file
-  order) and saves their ids to ``<run_dir>/train_subset.json``.
+  order) and saves their ids to ``<run_dir>/train_subset.json``. With ``train_limit_fill=true`` an
+  epoch draws as many tweets as the full train split holds (whole reshuffled passes over the n,
+  the last one cut short), so a data-limited run takes as many optimiser steps as a full one.
 - modality-missing (Table 7): ``modality_missing=true`` replaces every TEST image by one uniform
   grey image (every pixel 128 before normalisation) with no objects, and ``has_image=True``:
   the paper's setting (after UMT) gives the model an image that is present but empty, rather than
@@ -43,7 +45,7 @@ import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from bga_mner.config import ConfigError, DataConfig, section
@@ -197,6 +199,7 @@ class MNERDataModule(L.LightningDataModule):
         self.missing_image_counts: dict[str, int | None] = {}
         self.image_counts: dict[str, ImageCounts | None] = {}
         self.train_subset_ids: list[str] | None = None
+        self.full_train_size: int | None = None  # the train split's size before train_limit
         # the train loader's shuffling generator, and the state a resumed run restores it to
         # (state_dict / load_state_dict: Lightning saves them in checkpoints)
         self._train_generator: torch.Generator | None = None
@@ -326,6 +329,7 @@ class MNERDataModule(L.LightningDataModule):
         chosen = sorted(random.Random(self.seed).sample(range(len(train)), int(n)))
         subset = [train[i] for i in chosen]
         self.train_subset_ids = [t.image_id for t in subset]
+        self.full_train_size = len(train)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             record = {"dataset": self.name, "n": int(n), "seed": self.seed,
@@ -345,8 +349,13 @@ class MNERDataModule(L.LightningDataModule):
                 generator.set_state(self._restored_generator_state)
                 self._restored_generator_state = None
             self._train_generator = generator
-        sampler = None
-        if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
+        sampler, batch_size = None, self.cfg.batch_size if shuffle else self.cfg.eval_batch_size
+        if shuffle and self.cfg.train_limit and self.cfg.train_limit_fill:
+            # as many draws as the full train split: passes over the n tweets, each reshuffled
+            sampler = RandomSampler(self.datasets[split], num_samples=self.full_train_size,
+                                    generator=generator)
+            shuffle = False  # the sampler shuffles
+        elif not shuffle and self.trainer is not None and self.trainer.world_size > 1:
             # Distributed evaluation: every tweet exactly once. Lightning's DistributedSampler pads
             # the last ranks with repeated tweets, which would change the span counts; it keeps a
             # DistributedSampler (subclass) that the loader already has.
@@ -354,7 +363,7 @@ class MNERDataModule(L.LightningDataModule):
                                                    num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank)
         return DataLoader(self.datasets[split],
-                          batch_size=self.cfg.batch_size if shuffle else self.cfg.eval_batch_size,
+                          batch_size=batch_size,
                           shuffle=shuffle, sampler=sampler, generator=generator, num_workers=workers,
                           persistent_workers=workers > 0,
                           collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id,

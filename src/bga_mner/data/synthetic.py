@@ -60,6 +60,11 @@ CUE_WORDS: dict[str, tuple[str, ...]] = {
     "person": ("selfie", "portrait"), "building": ("skyline", "building"), "flag": ("flag",),
     "badge": ("logo", "badge"), "ball": ("ball",), "trophy": ("trophy", "cup"),
     "disc": ("album", "disc")}
+# object_colours="type": each type's hue (an entity's shade of it is keyed on its name) and the
+# greys of the distractors, so that the colour of an entity object tells its type
+TYPE_COLOURS: dict[str, tuple[int, int, int]] = {"PER": (220, 40, 40), "LOC": (40, 80, 220),
+                                                 "ORG": (40, 160, 60), "MISC": (240, 180, 20)}
+GREYS: tuple[tuple[int, int, int], ...] = ((40, 40, 40), (80, 80, 80), (120, 120, 120), (160, 160, 160))
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 180, 20), (150, 50, 200), (20, 190, 200),
     (240, 110, 20), (120, 70, 30), (230, 60, 160), (90, 90, 90), (120, 200, 40), (20, 40, 110))
@@ -116,10 +121,20 @@ def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.md5(text.encode()).digest()[:4], "big")
 
 
-def entity_style(name: str) -> tuple[tuple[int, int, int], int]:
-    """The colour and inner-mark pattern (0-3) of an entity, keyed on its name."""
+def entity_style(name: str, etype: str | None = None) -> tuple[tuple[int, int, int], int]:
+    """The colour and inner-mark pattern (0-3) of an entity, keyed on its name.
+
+    Args:
+        name: the entity's name (its hash picks the colour or shade, and the pattern).
+        etype: None: a colour of :data:`PALETTE` keyed on the name; a type: that type's hue of
+            :data:`TYPE_COLOURS`, scaled by one of 5 shades (0.7-1.1) keyed on the name.
+    """
     h = _stable_int(name)
-    return PALETTE[h % len(PALETTE)], (h // len(PALETTE)) % 4
+    pattern = (h // len(PALETTE)) % 4
+    if etype is None:
+        return PALETTE[h % len(PALETTE)], pattern
+    shade = 0.7 + 0.1 * (h % 5)
+    return tuple(min(255, round(c * shade)) for c in TYPE_COLOURS[etype]), pattern
 
 
 def _draw_object(d: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int],
@@ -273,16 +288,22 @@ def _make_tweet(rng: random.Random, cfg: SynthConfig, test: bool = False
     return words, tags, meta
 
 
-def _draw_image(rng: random.Random, image_id: str, entities: list[dict], size: int
-                ) -> tuple[Image.Image, Detections]:
-    """The tweet's image (entity objects + 0-2 distractors) and its exact detections."""
+def _draw_image(rng: random.Random, image_id: str, entities: list[dict], size: int,
+                colours: str = "name") -> tuple[Image.Image, Detections]:
+    """The tweet's image (entity objects + 0-2 distractors) and its exact detections
+    (``colours``: ``SynthConfig.object_colours``)."""
+    by_type = colours == "type"
     shade = rng.randint(215, 245)
     img = Image.new("RGB", (size, size), (shade, shade, rng.randint(215, 250)))
     d = ImageDraw.Draw(img)
     d.rectangle([0, int(size * 0.85), size, size], fill=(200, 200, 185))  # ground
-    objects = [(e["object"], *entity_style(e["name"]), rng.uniform(0.55, 0.99)) for e in entities]
+    objects = [(e["object"], *entity_style(e["name"], e["type"] if by_type else None),
+                rng.uniform(0.55, 0.99)) for e in entities]
     for _ in range(rng.randint(0, 2)):
-        objects.append((rng.choice(DISTRACTORS), rng.choice(PALETTE), None, rng.uniform(0.2, 0.8)))
+        kind, colour = rng.choice(DISTRACTORS), rng.choice(PALETTE)
+        if by_type:  # a grey picked by the same draw: the other draws stay those of "name"
+            colour = GREYS[PALETTE.index(colour) % len(GREYS)]
+        objects.append((kind, colour, None, rng.uniform(0.2, 0.8)))
     cells = [(c, r) for r in range(2) for c in range(3)]  # a 3x2 grid: one object per cell
     rng.shuffle(cells)
     cw, ch = size // 3, size // 2
@@ -323,7 +344,8 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> dict[str,
             words, tags, tweet_meta = _make_tweet(rng, cfg, test=split == "test")
             has_image = rng.random() >= cfg.no_image_rate
             if has_image:
-                img, det = _draw_image(rng, image_id, tweet_meta["entities"], cfg.image_size)
+                img, det = _draw_image(rng, image_id, tweet_meta["entities"], cfg.image_size,
+                                       cfg.object_colours)
                 img.save(out / "images" / f"{image_id}.jpg", quality=90)
                 detections.append(det)
             tweets.append(Tweet(image_id, words, tags))

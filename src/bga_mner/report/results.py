@@ -51,6 +51,7 @@ class Setting:
     use_cycle: bool = True
     inference_visual: str = "generated"
     train_limit: int | None = None
+    train_limit_fill: bool = False   # the n tweets repeated to the full set's steps (make claims)
     modality_missing: bool = False
     text_context: str = "generated"  # real: the real-context control (not in the paper, no table)
 
@@ -66,7 +67,8 @@ class Setting:
         """Full BGA-MNER (all switches on) up to ``changes`` (field=value); the real-context control
         (``text_context=real``) is never full BGA-MNER unless ``changes`` says so."""
         want = dict(model="bga-mner", use_scs=True, use_cycle=True, inference_visual="generated",
-                    train_limit=None, modality_missing=False, text_context="generated") | changes
+                    train_limit=None, train_limit_fill=False, modality_missing=False,
+                    text_context="generated") | changes
         return all(getattr(self, k) == v for k, v in want.items())
 
 
@@ -96,6 +98,7 @@ def setting_of(data: Mapping[str, Any]) -> Setting:
         use_cycle=True if bert_crf else bool(model_cfg.get("use_cycle", True)),
         inference_visual="generated" if bert_crf else model_cfg.get("inference_visual", "generated"),
         train_limit=data_cfg.get("train_limit"),
+        train_limit_fill=bool(data_cfg.get("train_limit") and data_cfg.get("train_limit_fill", False)),
         modality_missing=bool(data_cfg.get("modality_missing", False)),
         text_context="generated" if bert_crf else model_cfg.get("text_context", "generated"),
     )
@@ -187,11 +190,12 @@ def fig5_series(results: Sequence[RunResult]) -> dict[tuple[str, str], dict[str,
     """Data-limited runs as {(dataset, profile): {model: {train_limit: runs}}}.
 
     Args:
-        results: all runs; only the data-limited, in-domain ones of BERT-CRF and full BGA-MNER count.
+        results: all runs; only the data-limited, in-domain ones of BERT-CRF and full BGA-MNER count
+            (not ``train_limit_fill`` runs: the paper's runs keep the epochs, not the steps).
     """
     out: dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]] = {}
-    limited = select(results, lambda s: s.train_limit is not None and s.test_dataset == s.dataset
-                     and not s.modality_missing and (s.model == "bert-crf" or s.is_full(train_limit=s.train_limit)))
+    limited = select(results, lambda s: s.train_limit is not None and not s.train_limit_fill
+                     and s.test_dataset == s.dataset and not s.modality_missing and (s.model == "bert-crf" or s.is_full(train_limit=s.train_limit)))
     for key, runs in limited.items():
         for r in runs:
             out.setdefault(key, {}).setdefault(r.setting.model, {}).setdefault(r.setting.train_limit, []).append(r)

@@ -16,7 +16,9 @@ flag for LOC, a logo badge for ORG, a ball, trophy or disc for MISC), plus distr
 Benchmark options (all off by default; the defaults give exactly the original set, same rng draws):
 ``unseen_names`` holds out the last n names of each type (of the first ``names_per_type`` when
 set) from train and valid, and test entities use them at ``unseen_rate``; ``image_told_cues=False``
-drops the cue from every tweet with an ambiguous name, so that its type is told by the image alone.
+drops the cue from every tweet with an ambiguous name, so that its type is told by the image alone;
+``object_colours="type"`` draws each entity object in its type's hue (distractors grey), so the
+image tells the type by colour, not only by the object's shape.
 ``meta.json`` marks the slices a claim is measured on: ``ambiguous_positions``,
 ``image_told_positions`` (ambiguous names in tweets with an image and no cue) and
 ``unseen_positions`` (names held out of training). docs/synthetic.md tells the whole story.

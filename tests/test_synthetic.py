@@ -283,3 +283,26 @@ def test_type_colours_show_the_type_and_keep_the_rest(tmp_path: Path) -> None:
     assert entity_style("Jordan", "PER")[1] == entity_style("Jordan")[1]  # the mark stays the name's
     with pytest.raises(ValueError, match="object_colours"):
         SynthConfig(object_colours="kind")
+
+
+# the benchmark's options (make claims, make demo) at a small size, as generated when
+# object_colours was added: text and objects are those of object_colours="name" too
+BENCHMARK_SHA256 = {
+    "train.txt": "2535d366a26503aac971e8d89d656e846a4a576b74d68c76ea7b17533ea98793",
+    "valid.txt": "a4c8dc3010830e5642ab3ffdb6be53498d889ea56b3ad3567ff5ec6e2e3c0ea7",
+    "test.txt": "765ef9f84fef963d1ab5d3f1103ecf51b9ba54de74c0b633b9bdb83cae60de50",
+    "objects.jsonl": "8ff6063ef64e42f85ae5ec1ad43997319661d8e6a81b29cb906fcd4dbf60ce10",
+}
+
+
+def test_benchmark_options_keep_their_set(tmp_path: Path) -> None:
+    """A cached set is found by its parameters' digest alone (``ensure_synthetic``), so a change of
+    the draws for given parameters must bump GENERATOR_VERSION: this pins the benchmark's draws
+    (a failure here means: bump it, and re-pin)."""
+    cfg = SynthConfig(train=30, valid=10, test=10, unseen_names=2, image_told_cues=False,
+                      object_colours="type")
+    generate(tmp_path, cfg)
+    files = _digest(tmp_path)
+    assert {k: files[k] for k in BENCHMARK_SHA256} == BENCHMARK_SHA256
+    assert entity_style("Jordan", "PER") == ((242, 44, 44), 1)  # red, shade 1.1, the name's mark
+    assert entity_style("Jordan", "LOC") == ((44, 88, 242), 1)

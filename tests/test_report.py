@@ -50,6 +50,7 @@ def _write_run(runs: Path, name: str, f1: float | None = None, *, dataset: str =
                  "inference_visual": switches.get("inference_visual", "generated"),
                  "text_context": switches.get("text_context", "generated")}
     data_cfg = {"name": dataset, "train_limit": switches.get("train_limit"),
+                "train_limit_fill": switches.get("train_limit_fill", False),
                 "modality_missing": switches.get("modality_missing", False)}
     results = {"run": name, "experiment": name.split("-")[0], "dataset": dataset,
                "test_dataset": test_dataset or dataset, "model": model, "seed": seed, "profile": profile,
@@ -224,6 +225,21 @@ def test_fig5_table_has_a_ci_column(tmp_path: Path) -> None:
     text = render_fig5_table(load_results(tmp_path))
     assert "| 50 | BGA | 1 seed | 100.00 | 100.00 | 100.00 | 100.00 | 100.00 | [100.00, 100.00] |" in text
     assert "| BGA (n=50) vs TEXT (n=50) | 1, 1 | +50.00 | — | — |" in text and "n<2: no test" in text
+
+
+def test_fig5_keeps_out_runs_filled_to_the_full_sets_steps(tmp_path: Path) -> None:
+    """data.train_limit_fill runs (make claims) train another budget than the paper's Fig. 5 runs:
+    their own setting, in no Fig. 5 series, for either model."""
+    from bga_mner.report.results import fig5_series
+
+    _write_run(tmp_path, "bga-50", 60.0, train_limit=50)
+    _write_run(tmp_path, "text-50", 50.0, train_limit=50, model="bert-crf")
+    _write_run(tmp_path, "bga-50-fill", 70.0, train_limit=50, train_limit_fill=True, seed=43)
+    _write_run(tmp_path, "text-50-fill", 40.0, train_limit=50, train_limit_fill=True, model="bert-crf", seed=43)
+    results = load_results(tmp_path)
+    assert {r.setting.train_limit_fill for r in results} == {True, False}
+    (series,) = fig5_series(results).values()
+    assert {m: [r.seed for r in by_n[50]] for m, by_n in series.items()} == {"bga-mner": [42], "bert-crf": [42]}
 
 
 def test_counts_that_disagree_with_results_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -15,8 +15,7 @@ from bga_mner.cli import main as cli
 from bga_mner.data.conll import read_split_dir
 from bga_mner.data.detect import read_objects
 from bga_mner.data.synthetic import (AMBIGUOUS, CATEGORIES, NAMES, TYPE_COLOURS, TYPE_OBJECTS,
-                                     SynthConfig,
-                                     digest, ensure_synthetic, entity_style, generate,
+                                     SynthConfig, digest, ensure_synthetic, entity_style, generate,
                                      name_pools)
 
 SMALL = SynthConfig(train=120, valid=40, test=40, seed=3)
@@ -25,6 +24,15 @@ SMALL = SynthConfig(train=120, valid=40, test=40, seed=3)
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _generate_pinned(root: Path, cfg: SynthConfig, pins: dict[str, str]) -> dict[str, str]:
+    """Generate ``cfg`` into ``root``, check the sha256 of the files ``pins`` names, and return
+    every file's sha256."""
+    generate(root, cfg)
+    files = _digest(root)
+    assert {k: files[k] for k in pins} == pins
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +164,8 @@ ORIGINAL_SHA256 = {
 
 
 def test_default_parameters_keep_the_original_set(tmp_path: Path) -> None:
-    generate(tmp_path / "default", SynthConfig(train=30, valid=10, test=10))
-    files = _digest(tmp_path / "default")
-    assert {k: files[k] for k in ORIGINAL_SHA256} == ORIGINAL_SHA256
+    files = _generate_pinned(tmp_path / "default", SynthConfig(train=30, valid=10, test=10),
+                             ORIGINAL_SHA256)
     generate(tmp_path / "explicit", SynthConfig(train=30, valid=10, test=10, unseen_names=0,
                                                 unseen_rate=0.3, image_told_cues=True))
     assert _digest(tmp_path / "explicit") == files  # images and meta.json too
@@ -301,8 +308,6 @@ def test_benchmark_options_keep_their_set(tmp_path: Path) -> None:
     (a failure here means: bump it, and re-pin)."""
     cfg = SynthConfig(train=30, valid=10, test=10, unseen_names=2, image_told_cues=False,
                       object_colours="type")
-    generate(tmp_path, cfg)
-    files = _digest(tmp_path)
-    assert {k: files[k] for k in BENCHMARK_SHA256} == BENCHMARK_SHA256
+    _generate_pinned(tmp_path, cfg, BENCHMARK_SHA256)
     assert entity_style("Jordan", "PER") == ((242, 44, 44), 1)  # red, shade 1.1, the name's mark
     assert entity_style("Jordan", "LOC") == ((44, 88, 242), 1)

@@ -67,8 +67,7 @@ class Setting:
         """Full BGA-MNER (all switches on) up to ``changes`` (field=value); the real-context control
         (``text_context=real``) is never full BGA-MNER unless ``changes`` says so."""
         want = dict(model="bga-mner", use_scs=True, use_cycle=True, inference_visual="generated",
-                    train_limit=None, train_limit_fill=False, modality_missing=False,
-                    text_context="generated") | changes
+                    train_limit=None, modality_missing=False, text_context="generated") | changes
         return all(getattr(self, k) == v for k, v in want.items())
 
 
@@ -195,7 +194,8 @@ def fig5_series(results: Sequence[RunResult]) -> dict[tuple[str, str], dict[str,
     """
     out: dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]] = {}
     limited = select(results, lambda s: s.train_limit is not None and not s.train_limit_fill
-                     and s.test_dataset == s.dataset and not s.modality_missing and (s.model == "bert-crf" or s.is_full(train_limit=s.train_limit)))
+                     and s.test_dataset == s.dataset and not s.modality_missing
+                     and (s.model == "bert-crf" or s.is_full(train_limit=s.train_limit)))
     for key, runs in limited.items():
         for r in runs:
             out.setdefault(key, {}).setdefault(r.setting.model, {}).setdefault(r.setting.train_limit, []).append(r)

@@ -26,3 +26,32 @@ def test_bench_measures_both_models_and_the_loader(smoke_cache):
     assert result["loader_samples_per_s"] > 0
     table = format_table(result)
     assert "| bga-mner |" in table and "| bert-crf |" in table and "samples/s" in table
+
+
+def test_bench_compiled_times_the_compiled_network_against_eager(smoke_cache, monkeypatch):
+    """``--compiled``: a second BGA-MNER, compiled through ``compile_network``, timed against an
+    eager one (dynamo's ``eager`` backend here: traced, not compiled, to keep the test short)."""
+    import torch
+
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def compile_traced_only(self, *args, **kwargs):
+        compiled.append((type(self).__name__, kwargs))
+        original(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_traced_only)
+    torch._dynamo.reset()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["bench", "--steps", "2", "--warmup", "0", "--compiled", "--json", "run.profile=smoke",
+                     "data.synthetic.train=32", "data.synthetic.valid=16", "data.synthetic.test=16",
+                     "data.batch_size=8", f"paths.cache_dir={smoke_cache}"]) == 0
+    torch._dynamo.reset()
+    assert compiled == [("BGAMNER", {"options": {"fallback_random": True}})]  # one network, CPU options
+    c = json.loads(out.getvalue())["compiled"]
+    for mode in ("eager", "compiled"):
+        assert c[mode]["train_samples_per_s"] > 0 and c[mode]["inference_tweets_per_s"] > 0
+    assert c["train_ratio"] == c["compiled"]["train_samples_per_s"] / c["eager"]["train_samples_per_s"]
+    assert c["compile_seconds"] is not None and c["compile_seconds"] >= 0
+    assert "BGA-MNER compiled / eager (steps interleaved): training " in format_table(json.loads(out.getvalue()))

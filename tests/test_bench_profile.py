@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from bga_mner.benchmark import format_table, profile_step, step_flops
+from bga_mner.benchmark import format_table, profile_step, step_flops, step_random_draws
 from bga_mner.cli import main
 from bga_mner.models.labels import label
 
@@ -38,10 +38,25 @@ def test_backward_time_is_charged_to_the_part_that_ran_forward():
     for name in ("a", "b"):  # each part's own matmuls, forward and backward
         assert parts[name]["forward_ms"] > 0 and parts[name]["backward_ms"] > 0
         assert parts[name]["total_ms"] == parts[name]["forward_ms"] + parts[name]["backward_ms"]
+        assert 0 < parts[name]["matmul_ms"] < parts[name]["total_ms"]  # addmm/mm, and the rest
+    assert parts.get("other", {"matmul_ms": 0.0})["matmul_ms"] == 0.0
     assert list(parts) == sorted(parts, key=lambda k: -parts[k]["total_ms"])  # largest first
     # matrix products of 2 * rows * in * out FLOPs: a forward and weight gradient (x needs no
     # gradient), b forward, weight gradient and input gradient
     assert step_flops(step) == 2 * 2 * 32 * 64 * 64 + 3 * 2 * 32 * 64 * 8
+
+
+def test_random_draws_count_every_drawn_element():
+    x = torch.ones(4, 5)
+
+    def step() -> None:
+        torch.nn.functional.dropout(x, 0.1, training=True)  # 20 draws
+        torch.rand(3)  # 3
+        torch.empty(2, 2).exponential_()  # 4 (the samplers' Gumbel noise)
+        torch.nn.functional.dropout(x, 0.1, training=False)  # none
+        (x @ x.T).relu()  # none
+
+    assert step_random_draws(step) == 27
 
 
 def test_bench_profile_lists_the_parts_and_the_flop_ratio(smoke_cache):
@@ -59,5 +74,7 @@ def test_bench_profile_lists_the_parts_and_the_flop_ratio(smoke_cache):
         assert bga["profile"][part]["backward_ms"] > 0, part  # backward ops found their forward's label
     assert bga["flops"] > base["flops"] > 0 and result["flop_ratio"] == bga["flops"] / base["flops"]
     assert result["train_time_ratio"] > 0 and result["inference_speed_ratio"] > 0
+    assert bga["random_draws"] > base["random_draws"] > 0  # dropout in both, Gumbel noise in BGA-MNER
+    assert result["random_draw_ratio"] == bga["random_draws"] / base["random_draws"]
     table = format_table(result)
     assert "FLOPs" in table and "| t2v cycle |" in table and "| optimizer step |" in table

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from bga_mner.build import build_trainer, compile_network, trainer_kwargs
+from bga_mner.build import build_trainer, compile_network, compile_options, trainer_kwargs
 from bga_mner.config import load_config
 from bga_mner.system import MNERSystem
 from models_batch import make_batch, tiny_cfg, tiny_model
@@ -44,6 +44,21 @@ def test_compile_network_compiles_in_place_only_when_asked() -> None:
     assert compile_network(model, tiny_cfg("trainer.compile=true")) is model
     assert model._compiled_call_impl is not None  # nn.Module.compile: the module's call is compiled
     assert list(model.state_dict()) == names  # checkpoints keep the eager names (no _orig_mod.)
+
+
+def test_cpu_compiles_draw_random_numbers_through_aten(monkeypatch) -> None:
+    """On the CPU inductor takes ``fallback_random`` (aten's generator: faster there, and the
+    eager run's draws); on CUDA it keeps its own fused generator."""
+    assert compile_options("cpu") == {"fallback_random": True}
+    assert compile_options("gpu") == {} and compile_options("cuda") == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compile_options("auto") == {"fallback_random": True}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert compile_options("auto") == {}
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: calls.append(kwargs))
+    compile_network(tiny_model(), tiny_cfg("trainer.compile=true", "trainer.accelerator=cpu"))
+    assert calls == [{"options": {"fallback_random": True}}]
 
 
 def test_compile_is_not_a_trainer_argument() -> None:
@@ -88,17 +103,16 @@ def _outputs(system: MNERSystem, batch: dict, training: bool) -> tuple:
 
 
 @pytest.mark.slow
-def test_compiled_network_matches_eager(one_thread, monkeypatch) -> None:
-    """Inductor (CPU) against eager, training mode (dropout 0: the same Gumbel noise through
-    ``fallback_random``) with gradients, and evaluation (image-free). Compiles for minutes."""
-    import torch._inductor.config as inductor_config
-
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
+def test_compiled_network_matches_eager(one_thread) -> None:
+    """Inductor (CPU) against eager, training mode (dropout 0: the same Gumbel noise, drawn through
+    aten by ``compile_network``'s CPU options) with gradients, and evaluation (image-free).
+    Compiles for minutes."""
     torch.manual_seed(0)
     system = MNERSystem(load_config(overrides=["run.profile=smoke", "model.dropout=0.0"]))
     batch = make_batch(num_objects=3)
     eager = [_outputs(system, batch, training) for training in (True, False)]
-    compile_network(system.model, load_config(overrides=["run.profile=smoke", "trainer.compile=true"]))
+    compile_network(system.model, load_config(overrides=["run.profile=smoke", "trainer.compile=true",
+                                                        "trainer.accelerator=cpu"]))
     compiled = [_outputs(system, batch, training) for training in (True, False)]
     for (e_em, e_loss, e_parts, e_grads), (c_em, c_loss, c_parts, c_grads) in zip(eager, compiled):
         torch.testing.assert_close(c_em, e_em, rtol=1e-4, atol=1e-4)

@@ -129,17 +129,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def compile_seconds() -> float | None:
-    """Seconds spent compiling so far in this process (dynamo + AOT + inductor, forward and
-    backward), from torch's own counters; None where this torch has none."""
-    try:
-        from torch._dynamo.utils import calculate_time_spent
-
-        return float(calculate_time_spent().get("total_wall_time", 0.0))
-    except Exception:  # a private API: absent or changed in another torch
-        return None
-
-
 def describe(err: BaseException) -> str:
     """``Type: first line of the message``."""
     lines = str(err).strip().splitlines()
@@ -240,7 +229,7 @@ class Check:
 
     def cell(self, model: str, size: int, compiled: bool, precision: str, batch: dict) -> dict:
         """One measurement through ``benchmark.bench_model``; what went wrong is recorded, not raised."""
-        from bga_mner.benchmark import bench_model
+        from bga_mner.benchmark import bench_model, compile_seconds
 
         row: dict[str, Any] = {"model": model, "batch_size": size, "compiled": compiled,
                                "precision": precision, "status": "ok"}

@@ -7,10 +7,14 @@ Warm-up steps are excluded; CUDA work is synchronised before each clock read. ``
 interleaves the two models' steps one by one (``bench_alternating``), so that on a shared machine a
 load from other processes hits both alike and their ratio holds.
 
+``compiled=True`` (``--compiled``) adds BGA-MNER compiled against eager (``bench_compiled``), their
+steps interleaved in the same way, and the seconds spent compiling.
+
 ``profile=True`` adds, per model, the time of one training step per part of the network
-(``profile_step``: the ``bga:`` profiler labels of ``models/labels.py``, forward and backward) and
-the FLOPs of one training step (``step_flops``: forward + backward, ``FlopCounterMode``), and the
-ratios BGA-MNER / BERT-CRF of step time and of FLOPs.
+(``profile_step``: the ``bga:`` profiler labels of ``models/labels.py``, forward and backward), the
+FLOPs of one training step (``step_flops``: forward + backward, ``FlopCounterMode``) and its random
+draws (``step_random_draws``: dropout masks, Gumbel noise), and the ratios BGA-MNER / BERT-CRF of
+step time, FLOPs and draws.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig
 from torch.profiler import ProfilerActivity
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from bga_mner.build import build_datamodule, compile_network
@@ -92,6 +97,44 @@ def step_flops(step: Callable[[], None]) -> int:
     return int(counter.get_total_flops())
 
 
+# the aten ops whose FLOPs step_flops counts: matrix products, the CPU attention kernel and the
+# ViT's patch convolution (profile_step's "matrix products")
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+                        "aten::_scaled_dot_product_flash_attention_for_cpu",
+                        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                        "aten::mkldnn_convolution", "aten::convolution_backward"})
+# the aten ops that draw random numbers (one per output element): dropout masks, Gumbel noise
+RANDOM_OPS = frozenset({"bernoulli", "bernoulli_", "native_dropout", "uniform_", "normal_", "exponential_",
+                        "random_", "rand", "rand_like", "randn", "randn_like", "randint", "randint_like"})
+
+
+class _CountDraws(TorchDispatchMode):
+    """Counts the elements written by ``RANDOM_OPS`` while active (``draws``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draws = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] in RANDOM_OPS:
+            self.draws += (out[0] if isinstance(out, tuple) else out).numel()
+        return out
+
+
+def step_random_draws(step: Callable[[], None]) -> int:
+    """Random numbers drawn by one call of ``step`` (dropout masks, the samplers' Gumbel noise):
+    element-wise work that no FLOP count sees. On a CPU aten draws them one at a time (5-7 ns each
+    on the 2-core machine of the README's Speed section, some 400-600 matrix-product FLOPs there).
+
+    Args:
+        step: one training step.
+    """
+    with _CountDraws() as counter:
+        step()
+    return counter.draws
+
+
 def _label_of(event: Any) -> str | None:
     """The innermost ``bga:`` label around a profiler event (None outside every label)."""
     while event is not None:
@@ -122,7 +165,9 @@ def profile_step(step: Callable[[], None], device: torch.device) -> dict[str, di
         device: where it runs.
 
     Returns:
-        ``{part: {"forward_ms", "backward_ms", "total_ms"}}``.
+        ``{part: {"forward_ms", "backward_ms", "total_ms", "matmul_ms"}}``; ``matmul_ms`` is the
+        part's time in matrix products (``MATMUL_OPS``, forward and backward), the work
+        ``step_flops`` counts; the rest is element-wise work and overhead.
     """
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.profiler.profile(activities=activities) as prof:
@@ -141,8 +186,10 @@ def profile_step(step: Callable[[], None], device: torch.device) -> dict[str, di
             part, phase = _label_of(e) or OTHER, "forward_ms"
         else:
             part, phase = forward_label.get(node.sequence_nr, OTHER), "backward_ms"
-        row = parts.setdefault(part, {"forward_ms": 0.0, "backward_ms": 0.0})
+        row = parts.setdefault(part, {"forward_ms": 0.0, "backward_ms": 0.0, "matmul_ms": 0.0})
         row[phase] += getattr(e, key) / 1e3  # us -> ms
+        if e.name in MATMUL_OPS:
+            row["matmul_ms"] += getattr(e, key) / 1e3
     for row in parts.values():
         row["total_ms"] = row["forward_ms"] + row["backward_ms"]
     return dict(sorted(parts.items(), key=lambda kv: -kv[1]["total_ms"]))
@@ -193,8 +240,11 @@ def prepare_model(cfg: DictConfig, batch: dict, device: torch.device) -> ModelSt
 
 
 def profile_model(m: ModelSteps, device: torch.device) -> dict[str, Any]:
-    """``profile`` (``profile_step`` of one training step) and ``flops`` (``step_flops``) of a model."""
+    """``profile`` (``profile_step`` of one training step), ``flops`` (``step_flops``) and
+    ``random_draws`` (``step_random_draws``) of a model."""
     result = {"profile": profile_step(m.train_step, device), "flops": step_flops(m.forward_backward)}
+    m.zero_grad()
+    result["random_draws"] = step_random_draws(m.forward_backward)
     m.zero_grad()
     return result
 
@@ -241,6 +291,46 @@ def bench_alternating(models: dict[str, ModelSteps], size: int, steps: int, warm
     return rates
 
 
+def compile_seconds() -> float | None:
+    """Seconds spent compiling so far in this process (dynamo + AOT + inductor, forward and
+    backward), from torch's own counters; None where this torch has none."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+
+        return float(calculate_time_spent().get("total_wall_time", 0.0))
+    except Exception:  # a private API: absent or changed in another torch
+        return None
+
+
+def bench_compiled(cfg: DictConfig, batch: dict, device: torch.device, steps: int, warmup: int) -> dict:
+    """BGA-MNER compiled (``trainer.compile``) against eager on the same batch, their steps
+    interleaved (``bench_alternating``); the compiling happens in the warm-up steps (at least one).
+
+    Args:
+        cfg: the config (``model.use_mcg`` and ``trainer.compile`` are set here).
+        batch: a training batch on ``device``; steps, warmup: per measurement.
+
+    Returns:
+        ``{"eager": rates, "compiled": rates, "train_ratio", "inference_ratio", "compile_seconds"}``:
+        the rates as in ``bench_alternating``, the ratios compiled / eager, and the seconds spent
+        compiling the training and the image-free graphs (None where torch has no counter).
+    """
+    models = {}
+    for mode in ("eager", "compiled"):
+        mode_cfg = cfg.copy()
+        mode_cfg.model.use_mcg = True
+        mode_cfg.trainer.compile = mode == "compiled"
+        models[mode] = prepare_model(mode_cfg, batch, device)
+    before = compile_seconds()
+    rates = bench_alternating(models, int(batch["input_ids"].shape[0]), steps, max(warmup, 1), device)
+    after = compile_seconds()
+    eager, compiled = rates["eager"], rates["compiled"]
+    return {"eager": eager, "compiled": compiled,
+            "train_ratio": compiled["train_samples_per_s"] / eager["train_samples_per_s"],
+            "inference_ratio": compiled["inference_tweets_per_s"] / eager["inference_tweets_per_s"],
+            "compile_seconds": None if before is None or after is None else after - before}
+
+
 def bench_loader(loader: Any, steps: int) -> float:
     """Samples/s of the first ``steps`` batches of an unshuffled loader, read a second time so
     that their images come from the cache written by the first read."""
@@ -258,13 +348,15 @@ def bench_loader(loader: Any, steps: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool = False) -> dict:
+def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool = False,
+              compiled: bool = False) -> dict:
     """All measurements as a dict (see the module docstring).
 
     Args:
         cfg: the config; both models are measured (``model.use_mcg`` true and false).
         steps, warmup: timed and untimed steps per measurement.
         profile: add the per-part profile and the FLOPs of each model, and their ratios.
+        compiled: add ``bench_compiled`` (BGA-MNER compiled against eager) as ``compiled``.
     """
     device = pick_device(str(cfg.trainer.accelerator))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -294,6 +386,9 @@ def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool =
     out["inference_speed_ratio"] = bga["inference_tweets_per_s"] / base["inference_tweets_per_s"]
     if profile:
         out["flop_ratio"] = bga["flops"] / base["flops"]
+        out["random_draw_ratio"] = bga["random_draws"] / max(base["random_draws"], 1)
+    if compiled:
+        out["compiled"] = bench_compiled(cfg, batch, device, steps, warmup)
     out["loader_samples_per_s"] = bench_loader(datamodule.val_dataloader(), steps)
     return out
 
@@ -301,11 +396,15 @@ def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool =
 def format_profile(name: str, m: dict) -> list[str]:
     """One model's ``profile_step`` as markdown lines (parts by time, with their share)."""
     total = sum(r["total_ms"] for r in m["profile"].values())
-    lines = [f"{name}: one training step, {total:.0f} ms profiled, {m['flops'] / 1e9:.1f} GFLOP",
-             "", "| part | forward ms | backward ms | total ms | share |", "|---|---:|---:|---:|---:|"]
+    matmul = sum(r["matmul_ms"] for r in m["profile"].values())
+    lines = [f"{name}: one training step, {total:.0f} ms profiled, {m['flops'] / 1e9:.1f} GFLOP, "
+             f"{m['random_draws'] / 1e6:.1f}M random draws; matrix products {matmul:.0f} ms "
+             f"({m['flops'] / 1e6 / max(matmul, 1e-9):.1f} GFLOP/s), the rest {total - matmul:.0f} ms",
+             "", "| part | forward ms | backward ms | total ms | of which matrix products ms | share |",
+             "|---|---:|---:|---:|---:|---:|"]
     for part, r in m["profile"].items():
         lines.append(f"| {part} | {r['forward_ms']:.1f} | {r['backward_ms']:.1f} | {r['total_ms']:.1f} | "
-                     f"{100 * r['total_ms'] / total:.1f}% |")
+                     f"{r['matmul_ms']:.1f} | {100 * r['total_ms'] / total:.1f}% |")
     return lines + [""]
 
 
@@ -320,10 +419,19 @@ def format_table(result: dict) -> str:
         lines.append(f"| {name} | {m['parameters'] / 1e6:.1f}M | {m['train_samples_per_s']:.1f} | "
                      f"{m['inference_tweets_per_s']:.1f} |")
     lines += ["", f"BGA-MNER / BERT-CRF: training step time {result['train_time_ratio']:.2f}x"
-              + (f", FLOPs {result['flop_ratio']:.2f}x" if "flop_ratio" in result else "")
+              + (f", FLOPs {result['flop_ratio']:.2f}x, random draws {result['random_draw_ratio']:.2f}x"
+                 if "flop_ratio" in result else "")
               + f"; image-free inference speed {result['inference_speed_ratio']:.2f}x", ""]
     for name, m in result["models"].items():
         if "profile" in m:
             lines += format_profile(name, m)
+    if "compiled" in result:
+        c = result["compiled"]
+        seconds = "?" if c["compile_seconds"] is None else f"{c['compile_seconds']:.1f}"
+        lines += [f"BGA-MNER compiled / eager (steps interleaved): training {c['train_ratio']:.2f}x "
+                  f"({c['compiled']['train_samples_per_s']:.1f} vs {c['eager']['train_samples_per_s']:.1f} "
+                  f"samples/s), image-free inference {c['inference_ratio']:.2f}x "
+                  f"({c['compiled']['inference_tweets_per_s']:.1f} vs {c['eager']['inference_tweets_per_s']:.1f} "
+                  f"tweets/s); {seconds} s compiling", ""]
     lines += [f"data loader (warm image cache): {result['loader_samples_per_s']:.1f} samples/s"]
     return "\n".join(lines)

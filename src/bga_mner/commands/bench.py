@@ -1,4 +1,4 @@
-"""``bga-mner bench [--config FILE] [key=value ...] [--steps N] [--profile]``: training and image-free
+"""``bga-mner bench [--config FILE] [key=value ...] [--steps N] [--profile] [--compiled]``: training and image-free
 inference throughput of BGA-MNER against BERT-CRF, one process (``bga_mner.benchmark``); ``--profile``
 adds the time of one training step per part of the network and the FLOP ratio."""
 
@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one training step per part of the network and count its FLOPs")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time BGA-MNER compiled (trainer.compile) against eager, steps interleaved, "
+                             "with the seconds spent compiling")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -25,6 +28,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("bga-mner bench: --steps must be >= 1 and --warmup >= 0")
     from bga_mner.benchmark import format_table, run_bench
 
-    result = run_bench(load_config(args.config, args.overrides), args.steps, args.warmup, args.profile)
+    result = run_bench(load_config(args.config, args.overrides), args.steps, args.warmup, args.profile,
+                       args.compiled)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

@@ -49,9 +49,10 @@ def test_bench_compiled_times_the_compiled_network_against_eager(smoke_cache, mo
                      "data.batch_size=8", f"paths.cache_dir={smoke_cache}"]) == 0
     torch._dynamo.reset()
     assert compiled == [("BGAMNER", {"options": {"fallback_random": True}})]  # one network, CPU options
-    c = json.loads(out.getvalue())["compiled"]
+    result = json.loads(out.getvalue())
+    c = result["compiled"]
     for mode in ("eager", "compiled"):
         assert c[mode]["train_samples_per_s"] > 0 and c[mode]["inference_tweets_per_s"] > 0
     assert c["train_ratio"] == c["compiled"]["train_samples_per_s"] / c["eager"]["train_samples_per_s"]
     assert c["compile_seconds"] is not None and c["compile_seconds"] >= 0
-    assert "BGA-MNER compiled / eager (steps interleaved): training " in format_table(json.loads(out.getvalue()))
+    assert "BGA-MNER compiled / eager (steps interleaved): training " in format_table(result)

@@ -47,8 +47,8 @@ def test_compile_network_compiles_in_place_only_when_asked() -> None:
 
 
 def test_cpu_compiles_draw_random_numbers_through_aten(monkeypatch) -> None:
-    """On the CPU inductor takes ``fallback_random`` (aten's generator: faster there, and the
-    eager run's draws); on CUDA it keeps its own fused generator."""
+    """On the CPU inductor takes ``fallback_random`` (aten's generator: the eager run's draws, and
+    a faster compiled step there, docs/gpu.md); on CUDA it keeps its own fused generator."""
     assert compile_options("cpu") == {"fallback_random": True}
     assert compile_options("gpu") == {} and compile_options("cuda") == {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+# Lightning gives its loggers a handler on the sys.stderr of the moment it is first imported. Tagging
+# does not import it (bga-mner predict starts without it), so the first test to import it could be
+# one whose stderr capsys replaces and then closes: import it here, on the session's stderr.
+import lightning  # noqa: E402,F401
+
 # A fit in seconds on a CPU: smoke profile (tiny models), a small synthetic set, two short epochs.
 SMOKE_FIT = ("run.profile=smoke", "data.synthetic.train=32", "data.synthetic.valid=16",
              "data.synthetic.test=16", "trainer.max_epochs=2", "trainer.limit_train_batches=2",

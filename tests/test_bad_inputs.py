@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from bga_mner.cli import main
 from bga_mner.data.conll import LABELS, Tweet
-from bga_mner.inference import (INFERENCE_FORMAT, TagStats, merge_windows, plan_windows,
-                                read_tweets, tag_tweets)
+from bga_mner.data.raw_input import read_tweets
+from bga_mner.inference import INFERENCE_FORMAT, TagStats, merge_windows, plan_windows, tag_tweets
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TWEETS = FIXTURES / "tweets"

@@ -57,6 +57,32 @@ def decide_images(cfg: DictConfig, stage: Stage) -> DictConfig:
     return cfg
 
 
+def check_backbones_available(cfg: DictConfig) -> None:
+    """Fail at once, in one line, when a backbone that ``cfg`` loads from the Hugging Face Hub is
+    neither a local folder nor in the cache and cannot be downloaded now (``hub.check_available``):
+    ``fit`` calls it before it creates the run folder. Registered names that need no hub (the tiny
+    encoders, ``text_pretrained=false`` for a known config, the bundled MiniLM) pass.
+
+    Raises:
+        hub.HubUnavailableError: ``model.text_encoder``, or the timm weights of a pretrained
+            ``model.visual_encoder`` without ``model.visual_checkpoint``.
+    """
+    from bga_mner.hub import check_available
+    from bga_mner.models.backbones import KNOWN_TEXT_CONFIGS, RANDOM_ONLY, resolve_text_path
+
+    name, pretrained = str(cfg.model.text_encoder), bool(cfg.model.text_pretrained)
+    if not (name in KNOWN_TEXT_CONFIGS and (not pretrained or name in RANDOM_ONLY)):
+        check_available(resolve_text_path(name), "model.text_encoder",
+                        "give the folder as model.text_encoder=DIR")
+    if cfg.model.use_mcg and cfg.model.visual_pretrained and not cfg.model.visual_checkpoint:
+        import timm
+
+        hub_id = getattr(timm.models.get_pretrained_cfg(str(cfg.model.visual_encoder)), "hf_hub_id", None)
+        if hub_id:
+            check_available(hub_id, f"model.visual_encoder={cfg.model.visual_encoder}: timm's weights",
+                            "give its weights file as model.visual_checkpoint=FILE")
+
+
 def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> L.LightningDataModule:
     """The data module of a config (``data:``, ``seed``, ``paths:``) with its encoder's tokenizer.
 

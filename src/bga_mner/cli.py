@@ -23,7 +23,9 @@ from typing import Sequence
 COMMANDS: dict[str, str] = {
     "fit": "train and test a model from a config (best dev-F1 checkpoint, results JSON)",
     "test": "evaluate a checkpoint on a test set",
-    "predict": "tag raw text lines or a CoNLL file with a checkpoint (no images needed)",
+    "predict": "tag raw text lines or a CoNLL file with an exported model or a checkpoint (no images needed)",
+    "export": "a finished run as a folder to share on the Hugging Face Hub (safetensors, tokenizer, model card)",
+    "push": "upload an export folder to the Hugging Face Hub",
     "stats": "tweets and entities per type per split (the paper's Table 1)",
     "score": "entity-level P/R/F1 of a predicted CoNLL file against the gold one",
     "synth": "generate the synthetic multimodal NER set (the embedded default)",

@@ -5,9 +5,14 @@
 network's ``inference_state_dict()``: the text branch only, no visual weights. A file that is not
 a checkpoint, or is truncated, is a :class:`CheckpointError` naming it.
 
-Raw input (``bga-mner predict``): :func:`read_tweets` reads raw text (one tweet per ``\\n``-ended
-line) or CoNLL; :func:`tag_tweets` tags a tweet longer than the model's window
-(``data.max_length`` word pieces) in overlapping windows, so that every word gets a prediction.
+Tagging (``bga-mner predict``, ``tagger.Tagger``; the raw input is ``data.raw_input``'s):
+:func:`tag_tweets` tags tweets in batches of similar length (results in input order), and a
+tweet longer than the model's window (``data.max_length`` word pieces) in overlapping windows,
+so that every word gets a prediction.
+
+This module imports only what tagging needs (torch, omegaconf, the config): the Lightning system,
+the trainer's build and Lightning itself are imported inside :func:`build_system` and
+:func:`save_inference_checkpoint`, so that ``bga-mner predict`` starts without them.
 """
 
 from __future__ import annotations
@@ -15,17 +20,17 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig, OmegaConf
 
-from bga_mner.build import reads_images
 from bga_mner.config import from_container, merge
-from bga_mner.data.conll import BOM, LABELS, CoNLLFormatError, Tweet, parse_conll_lines, utf8_lines
+from bga_mner.data.conll import LABELS, Tweet
 from bga_mner.errors import UserError
-from bga_mner.system import MNERSystem, load_system_weights, strip_prefix
+
+if TYPE_CHECKING:
+    from bga_mner.system import MNERSystem
 
 INFERENCE_FORMAT = "bga-mner-inference/1"
 
@@ -102,6 +107,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         return Checkpoint(path, from_container(blob["config"], str(path)), blob["state_dict"], True)
     hparams = blob.get("hyper_parameters")
     if isinstance(blob.get("state_dict"), dict) and isinstance(hparams, dict) and "config" in hparams:
+        from bga_mner.models import strip_prefix
+
         return Checkpoint(path, from_container(hparams["config"], str(path)),
                           strip_prefix(blob["state_dict"]), False)
     raise CheckpointError(f"{path}: neither a bga-mner Lightning checkpoint nor a "
@@ -128,6 +135,9 @@ def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
             ``build.reads_images(cfg, "test")``: ``model.inference_visual=real`` or
             ``model.text_context=real``).
     """
+    from bga_mner.build import reads_images
+    from bga_mner.system import MNERSystem
+
     cfg = merge(ckpt.config, overrides, "overrides") if overrides is not None else ckpt.config.copy()
     if build_visual is None:
         build_visual = reads_images(cfg, "test")
@@ -138,58 +148,23 @@ def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
                               "weights; use the Lightning checkpoint (checkpoints/best.ckpt) for "
                               f"{key}")
     system = MNERSystem(cfg, build_visual=build_visual, pretrained=False)  # weights: the checkpoint
-    try:
-        load_system_weights(system, ckpt.state_dict)
-    except (KeyError, RuntimeError) as err:  # missing weights, or shapes the config does not give
-        raise CheckpointError(f"{ckpt.path}: its weights do not fit the network of its config "
-                              f"({_one_line(err)})") from None
+    load_checkpoint_weights(system.model, ckpt)
     return system.eval()
 
 
-# --------------------------------------------------------------------------- raw input
-INPUT_FORMATS = ("auto", "text", "conll")
-
-
-def input_format(data: bytes | str, name: str, fmt: str = "auto") -> str:
-    """``text`` or ``conll``: ``fmt`` itself unless ``auto``, which means ``conll`` for a
-    ``.conll`` file and for input whose first non-blank line starts with ``IMGID:``, else
-    ``text``. A tab never decides: raw text may hold tabs (they separate words)."""
-    if fmt not in INPUT_FORMATS:
-        raise UserError(f"unknown input format {fmt!r}; expected one of {INPUT_FORMATS}")
-    if fmt != "auto":
-        return fmt
-    if Path(name).suffix.lower() == ".conll":
-        return "conll"
-    head = data[:65536].decode("utf-8", "replace") if isinstance(data, bytes) else data[:65536]
-    first = next((line for line in head.removeprefix(BOM).split("\n") if line.strip()), "")
-    return "conll" if first.lstrip().startswith("IMGID:") else "text"
-
-
-def read_tweets(data: bytes | str, name: str = "<stdin>", fmt: str = "auto") -> list[Tweet]:
-    """Tweets from a CoNLL file (``IMGID:`` blocks; its tags are checked, then ignored) or from
-    raw text: one tweet per line, split on whitespace, ids ``line<N>`` (blank lines skipped).
-
-    Lines end at ``\\n`` only (``\\r\\n`` accepted; a lone ``\\r`` or U+2028 is whitespace inside
-    the line, not a line break); a byte-order mark is dropped.
-
-    Args:
-        data: the input's bytes (a ``str`` is taken as its UTF-8 encoding).
-        name: the file name, for messages and the format (``.conll``).
-        fmt: ``auto``, ``text`` or ``conll`` (:func:`input_format`).
+def load_checkpoint_weights(network: torch.nn.Module, ckpt: Checkpoint) -> None:
+    """Load a checkpoint's weights into its network (``models.load_network_weights``).
 
     Raises:
-        CoNLLFormatError: bytes that are not UTF-8 (``name:line``, with the byte offset), a
-            malformed CoNLL line, or no tweet at all.
+        CheckpointError: missing weights, or shapes the checkpoint's config does not give.
     """
-    fmt = input_format(data, name, fmt)
-    lines = utf8_lines(data.encode("utf-8") if isinstance(data, str) else data, name)
-    if fmt == "conll":
-        return parse_conll_lines(lines, path=name)
-    tweets = [Tweet(image_id=f"line{n}", words=line.split(), tags=["O"] * len(line.split()),
-                    source=f"{name}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
-    if not tweets:
-        raise CoNLLFormatError(name, None, "no tweets (empty file)")
-    return tweets
+    from bga_mner.models import load_network_weights
+
+    try:
+        load_network_weights(network, ckpt.state_dict)
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{ckpt.path}: its weights do not fit the network of its config "
+                              f"({_one_line(err)})") from None
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -308,36 +283,62 @@ def merge_windows(windows: Sequence[tuple[int, int]], window_tags: Sequence[Sequ
     return merged
 
 
-def tag_tweets(system: MNERSystem, tokenizer: Any, tweets: Sequence[Tweet],
-               batch_size: int = 32, device: str | torch.device = "cpu",
-               stats: TagStats | None = None) -> list[list[str]]:
-    """Predicted BIO tags of every word of every tweet, image-free.
+def _to_device(batch: dict, device: str | torch.device) -> dict:
+    """The batch's tensors on ``device`` (the other keys as they are)."""
+    if torch.device(device).type == "cpu":
+        return batch
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    A tweet longer than the model's window (``data.max_length`` word pieces with [CLS] and [SEP])
-    is tagged in overlapping windows (:func:`plan_windows`, :func:`merge_windows`), so every word
-    gets a prediction; a tweet that fits is tagged in one pass, as in training.
+
+def tag_tweets(system: Any, tokenizer: Any, tweets: Sequence[Tweet],
+               batch_size: int = 32, device: str | torch.device = "cpu",
+               stats: TagStats | None = None, max_length: int | None = None,
+               progress: Callable[[int], None] | None = None) -> list[list[str]]:
+    """Predicted BIO tags of every word of every tweet, image-free, in input order.
+
+    The tweets' windows are sorted by their number of word pieces and batched in that order, so
+    a batch pads to about its own length, not to the longest tweet of the input; the forward
+    passes run under ``torch.inference_mode``. A tweet longer than the model's window
+    (``max_length`` word pieces with [CLS] and [SEP]) is tagged in overlapping windows
+    (:func:`plan_windows`, :func:`merge_windows`), so every word gets a prediction; a tweet that
+    fits is tagged in one pass, as in training.
 
     Args:
-        system: from :func:`build_system` (eval mode).
+        system: what decodes a batch: ``decode_batch(batch) -> tags`` with ``to``/``eval`` (an
+            ``MNERSystem`` from :func:`build_system`, or a ``tagger.Tagger``).
         tokenizer: the text encoder's tokenizer.
         tweets: the input; their tags are ignored.
         batch_size: windows per forward pass.
         device: torch device.
         stats: filled with the number of tweets, of windowed tweets and of their windows.
+        max_length: the model's window; None: ``system.cfg.data.max_length``.
+        progress: called after each batch with the number of tweets it finished.
     """
     from bga_mner.data.encode import word_piece_counts
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be at least 1")
     system = system.to(device).eval()
-    max_length = int(system.cfg.data.max_length)
-    plans = [plan_windows(costs, max_length - 2)
-             for costs in word_piece_counts(tokenizer, [t.words for t in tweets])]
+    max_length = int(system.cfg.data.max_length if max_length is None else max_length)
+    costs = word_piece_counts(tokenizer, [t.words for t in tweets])
+    plans = [plan_windows(c, max_length - 2) for c in costs]
     pieces = [(i, s, e) for i, plan in enumerate(plans) for s, e in plan]
-    windows = [Tweet(tweets[i].image_id, list(tweets[i].words[s:e]), ["O"] * (e - s),
-                     tweets[i].source) for i, s, e in pieces]
-    window_tags: list[list[str]] = []
-    for chunk in _batches(windows, batch_size):
-        batch = move_data_to_device(text_batch(tokenizer, chunk, max_length), device)
-        window_tags.extend(system.decode_batch(batch))
+    order = sorted(range(len(pieces)),  # by word pieces (stable: input order among equals)
+                   key=lambda k: sum(costs[pieces[k][0]][pieces[k][1]:pieces[k][2]]))
+    window_tags: list[list[str]] = [[] for _ in pieces]
+    left = [len(plan) for plan in plans]  # windows still to tag, per tweet
+    with torch.inference_mode():
+        for chunk in _batches(order, batch_size):
+            windows = [Tweet(tweets[i].image_id, list(tweets[i].words[s:e]), ["O"] * (e - s),
+                             tweets[i].source) for i, s, e in (pieces[k] for k in chunk)]
+            batch = _to_device(text_batch(tokenizer, windows, max_length), device)
+            done = 0
+            for k, tags in zip(chunk, system.decode_batch(batch), strict=True):
+                window_tags[k] = tags
+                left[pieces[k][0]] -= 1
+                done += left[pieces[k][0]] == 0
+            if progress is not None:
+                progress(done)
     tags: list[list[str]] = []
     at = 0
     for plan in plans:

@@ -174,8 +174,7 @@ class MNERSystem(L.LightningModule):
             out: the network's output on it; None runs the network image-free unless
                 ``model.inference_visual=real`` (the model's eval-mode default).
         """
-        out = self.model(batch) if out is None else out
-        pred_ids = self.model.crf_head.decode(out.emissions, batch["word_mask"])
+        pred_ids = self.model.decode(batch, out)
         return [tags_from_predictions(ids, len(words)) for ids, words in zip(pred_ids, batch["words"])]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -259,21 +258,4 @@ class MNERSystem(L.LightningModule):
         return max(self.val_history, key=lambda h: h["scores"]["overall"]["f1"])  # first max wins
 
 
-def load_system_weights(system: MNERSystem, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Load a network state dict (keys without the ``model.`` prefix) into ``system.model``,
-    keeping only the keys the (possibly text-only) network has; any of its own keys missing
-    from ``state_dict`` is an error."""
-    own = system.model.state_dict()
-    wanted = {k: v for k, v in state_dict.items() if k in own}
-    missing = sorted(set(own) - set(wanted))
-    if missing:
-        raise KeyError(f"checkpoint lacks {len(missing)} weights of the network, e.g. {missing[:5]}")
-    system.model.load_state_dict(wanted, strict=True)
-
-
-def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "model.") -> dict:
-    """The network's weights from a Lightning state dict (``model.`` keys, prefix removed)."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-__all__ = ["MNERSystem", "adamw", "parameter_groups", "load_system_weights", "strip_prefix"]
+__all__ = ["MNERSystem", "adamw", "parameter_groups"]

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from bga_mner.build import (EpochTimer, ResumeState, best_checkpoint, build_datamodule, build_trainer,
-                            compile_network, decide_images, make_loggers)
+                            check_backbones_available, compile_network, decide_images, make_loggers)
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.inference import save_inference_checkpoint
 from bga_mner.metrics import TWEET_COUNTS_FILE, tweet_counts_record
@@ -57,6 +57,7 @@ def run_fit(cfg: DictConfig, resume: bool = False) -> dict:
         FileExistsError: the folder holds a finished run; or an unfinished one and not ``resume``.
         run_lock.NotWritableError: the runs folder cannot be written.
     """
+    check_backbones_available(cfg)  # a hub id that cannot be had: one line, before any run folder
     L.seed_everything(int(cfg.seed), workers=True)
     cfg = decide_images(cfg, "fit")
     cfg.run.git_commit = git_commit()  # the code the run starts from (saved in config.yaml too)

@@ -71,7 +71,7 @@ def _map_tag(tag: str, type_map: Mapping[str, str], path: str | Path, line_no: i
 
 def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
                       type_map: Mapping[str, str] | None = None,
-                      with_tags: bool = True) -> list[Tweet]:
+                      with_tags: bool = True, first_line: int = 1) -> list[Tweet]:
     """Parse CoNLL lines with ``IMGID:`` headers into tweets.
 
     Args:
@@ -79,6 +79,8 @@ def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
         path: name used in error messages.
         type_map: entity-type renames applied before validation (default: OTHER -> MISC).
         with_tags: if False, lines hold a word and an optional tag (tags default to ``O``).
+        first_line: the line number of the first line (a later part of a file read in parts,
+            starting after a blank line).
 
     Raises:
         CoNLLFormatError: a malformed line, a word outside an ``IMGID:`` block, or no tweet at all.
@@ -86,7 +88,7 @@ def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
     type_map = DEFAULT_TYPE_MAP if type_map is None else type_map
     tweets: list[Tweet] = []
     current: Tweet | None = None
-    for line_no, raw in enumerate(lines, start=1):
+    for line_no, raw in enumerate(lines, start=first_line):
         line = raw.rstrip("\r\n")
         if line_no == 1:
             line = line.removeprefix(BOM)
@@ -101,7 +103,7 @@ def parse_conll_lines(lines: Iterable[str], path: str | Path = "<string>",
             tweets.append(current)
             continue
         if current is None:
-            where = "after a blank line" if tweets else "before the first 'IMGID:' line"
+            where = "after a blank line" if tweets or first_line > 1 else "before the first 'IMGID:' line"
             raise CoNLLFormatError(path, line_no, f"word line {where}: every tweet starts with an "
                                    f"'IMGID:<id>' line (got {line!r})")
         word, sep, tag = line.partition("\t")
@@ -151,17 +153,32 @@ def utf8_lines(data: bytes, name: str | Path) -> list[str]:
     if chunks[-1] == b"":
         chunks.pop()  # the final newline ends the last line; it does not start another
     for line_no, raw in enumerate(chunks, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise CoNLLFormatError(name, line_no, f"not UTF-8: byte {raw[err.start]:#04x} at byte "
-                                   f"{err.start} of the line (byte {offset + err.start} of the "
-                                   f"file)") from None
+        lines.append(decode_line(raw, name, line_no, offset))
         offset += len(raw) + 1
-        lines.append(text.removesuffix("\r"))
-    if lines:
-        lines[0] = lines[0].removeprefix(BOM)
     return lines
+
+
+def decode_line(raw: bytes, name: str | Path, line_no: int, offset: int) -> str:
+    """One line of :func:`utf8_lines` (without its ``\\n``; a final ``\\r`` dropped, and on line 1
+    a byte-order mark).
+
+    Args:
+        raw: the line's bytes.
+        name: the file, for error messages.
+        line_no: the line's number (1 for the first).
+        offset: the line's first byte in the file.
+
+    Raises:
+        CoNLLFormatError: the line is not UTF-8 (its number, the byte and where it is).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CoNLLFormatError(name, line_no, f"not UTF-8: byte {raw[err.start]:#04x} at byte "
+                               f"{err.start} of the line (byte {offset + err.start} of the "
+                               f"file)") from None
+    text = text.removesuffix("\r")
+    return text.removeprefix(BOM) if line_no == 1 else text
 
 
 def write_conll(out: str | Path | TextIO, tweets: Iterable[Tweet],

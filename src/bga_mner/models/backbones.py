@@ -130,6 +130,33 @@ def resolve_text_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _cannot_load(name_or_path: str, path: str, err: OSError) -> OSError:
+    return OSError(f"text encoder {name_or_path!r}: cannot load {path!r} ({err}); offline machines "
+                   "need a local folder, or text_pretrained=false for a registered name "
+                   f"({sorted(KNOWN_TEXT_CONFIGS)})")
+
+
+def text_encoder_config(name_or_path: str, pretrained: bool = False) -> PretrainedConfig:
+    """The transformers config of a text encoder, checked (``check_text_config``): the registered
+    config of a registered name (unless ``pretrained`` asks for the real one), else the folder's or
+    the hub's ``config.json``. What ``load_text_encoder`` builds the encoder from.
+
+    Args:
+        name_or_path: a registered name (module docstring), a hub id or a local folder.
+        pretrained: as in ``load_text_encoder``.
+    """
+    if name_or_path in KNOWN_TEXT_CONFIGS and (not pretrained or name_or_path in RANDOM_ONLY):
+        config = known_text_config(name_or_path)
+    else:
+        path = resolve_text_path(name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except OSError as err:
+            raise _cannot_load(name_or_path, path, err) from err
+    check_text_config(config, name_or_path)
+    return config
+
+
 def load_text_encoder(name_or_path: str, pretrained: bool = True) -> PreTrainedModel:
     """A BERT-family encoder (``BertModel``, ``RobertaModel``, ``XLMRobertaModel``).
 
@@ -142,21 +169,14 @@ def load_text_encoder(name_or_path: str, pretrained: bool = True) -> PreTrainedM
         ValueError: the model type is not one of ``TEXT_FAMILIES`` (checked on the config, before
             any weight is read).
     """
-    if name_or_path in KNOWN_TEXT_CONFIGS and (not pretrained or name_or_path in RANDOM_ONLY):
-        config = known_text_config(name_or_path)
-        check_text_config(config, name_or_path)
+    config = text_encoder_config(name_or_path, pretrained)
+    if not pretrained or name_or_path in RANDOM_ONLY:
         return AutoModel.from_config(config)
     path = resolve_text_path(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(path)
-        check_text_config(config, name_or_path)
-        if pretrained:
-            return AutoModel.from_pretrained(path)
-        return AutoModel.from_config(config)
+        return AutoModel.from_pretrained(path)
     except OSError as err:
-        raise OSError(f"text encoder {name_or_path!r}: cannot load {path!r} ({err}); offline machines "
-                      "need a local folder, or text_pretrained=false for a registered name "
-                      f"({sorted(KNOWN_TEXT_CONFIGS)})") from err
+        raise _cannot_load(name_or_path, path, err) from err
 
 
 def text_family(name_or_path: str) -> str | None:
@@ -174,18 +194,23 @@ def _takes_prefix_space(tokenizer) -> bool:
     return "add_prefix_space" in inspect.signature(type(tokenizer).__init__).parameters
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, family: str | None = None):
     """The fast tokenizer of a text encoder (registered names resolve as in ``load_text_encoder``).
 
     For the ``roberta``/``xlm-roberta`` families (or an unreadable config), a tokenizer class that
     takes ``add_prefix_space`` is loaded with it set: words arrive pre-split
     (``is_split_into_words=True``) and RoBERTa's BPE marks a word start by the space before it. The
     tiny registered encoders use the MiniLM WordPiece tokenizer, which has no such option.
+
+    Args:
+        name_or_path: a registered name, a hub id or a local folder with the tokenizer files.
+        family: the encoder's model type when known (an exported model's folder holds the
+            tokenizer but not the encoder's ``config.json``); None reads it (``text_family``).
     """
     path = resolve_text_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        family = text_family(name_or_path)
+        family = text_family(name_or_path) if family is None else family
         if (family is None or family in PREFIX_SPACE_FAMILIES) and _takes_prefix_space(tokenizer) \
                 and not getattr(tokenizer, "add_prefix_space", False):
             tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True)

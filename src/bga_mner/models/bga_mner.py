@@ -333,6 +333,18 @@ class BGAMNER(nn.Module):
             idx = batch["word_starts"].unsqueeze(-1).expand(-1, -1, T.shape[-1])  # (B, W, d_t)
             return self.crf_head(T.gather(1, idx))  # (B, W, num_labels)
 
+    @torch.no_grad()
+    def decode(self, batch: dict, out: BGAOutput | None = None) -> list[list[int]]:
+        """Viterbi label ids of the kept words of each tweet (Sec. 3.6; ``[]`` for a tweet with none).
+
+        Args:
+            batch: the text keys of a batch (and the image keys when the visual branch runs).
+            out: the network's output on it; None runs the network in its current mode (in
+                ``eval()``: image-free unless ``inference_visual='real'``).
+        """
+        out = self(batch) if out is None else out
+        return self.crf_head.decode(out.emissions, batch["word_mask"])
+
     # ------------------------------------------------------------------ parameters
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights image-free inference needs: loads into a ``build_visual=False`` model."""

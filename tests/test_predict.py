@@ -141,3 +141,116 @@ def test_a_real_context_checkpoint_builds_its_visual_branch_for_evaluation(real_
     assert evaluation.image_counts.get("test") is not None  # the test images were read
     fitted = json.loads((real_context_run / "results.json").read_text())["test"]["overall"]
     assert evaluation.scores["overall"] == pytest.approx(fitted)
+
+
+# --------------------------------------------------------------------------- fast tagging, streaming
+def test_sorted_batches_keep_the_input_order_and_the_tags(smoke_run, tmp_path):
+    """Tweets of very different lengths, batched by length: the output is in input order and each
+    tweet's tags are those it gets alone (batch size 1)."""
+    lines = [" ".join(["Kevin Durant scored in Boston"] * n) for n in (9, 1, 5, 2, 12, 1, 3)]
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(lines) + "\n")
+    ckpt = str(smoke_run[0] / "checkpoints" / "inference.pt")
+    batched = run_cli("predict", "--ckpt", ckpt, "--input", str(text), "--batch-size", "3")
+    alone = run_cli("predict", "--ckpt", ckpt, "--input", str(text), "--batch-size", "1")
+    records = [json.loads(line) for line in batched.splitlines()]
+    assert [r["id"] for r in records] == [f"line{i}" for i in range(1, 8)]
+    assert [len(r["tokens"]) for r in records] == [5 * n for n in (9, 1, 5, 2, 12, 1, 3)]
+    assert batched == alone
+
+
+def test_tag_tweets_batches_by_length(smoke_run):
+    """The windows of one batch are of similar length: sorted, not in input order."""
+    from bga_mner.data.conll import Tweet
+    from bga_mner.tagger import Tagger
+
+    tagger = Tagger.from_checkpoint(smoke_run[0] / "checkpoints" / "inference.pt", batch_size=2)
+    seen: list[int] = []
+    decode = tagger.decode_batch
+
+    def spy(batch):
+        seen.append(int(batch["attention_mask"].sum(1).max()) - int(batch["attention_mask"].sum(1).min()))
+        return decode(batch)
+
+    tagger.decode_batch = spy
+    tweets = [Tweet(str(n), ["Boston"] * n, ["O"] * n) for n in (30, 1, 29, 2)]
+    tags = tagger.tag(tweets)
+    assert [len(t) for t in tags] == [30, 1, 29, 2]  # input order
+    assert seen == [1, 1]  # batches (1, 2) and (29, 30) words: in input order they would differ by 29 and 27
+
+
+def test_stdin_is_tagged_as_it_arrives(smoke_run):
+    """A tweet written to a pipe that stays open is read and handed on without waiting for more."""
+    import os
+    import threading
+
+    from bga_mner.data.raw_input import stream_tweets
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"Kevin Durant in Boston\nNASA launch\n")
+    got: list = []
+    with os.fdopen(read_end, "rb") as stream:
+        chunks = stream_tweets(stream, "<stdin>", "auto", chunk_size=1000)
+        reader = threading.Thread(target=lambda: got.append(next(chunks)), daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        os.write(write_end, b"IMGID-less third line\n")
+        os.close(write_end)
+        rest = list(chunks)
+    assert [[t.image_id for t in chunk] for chunk in got] == [["line1", "line2"]]
+    assert [[t.image_id for t in chunk] for chunk in rest] == [["line3"]]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 1000])
+def test_streamed_conll_equals_the_file_read_whole(chunk_size):
+    from bga_mner.data.raw_input import read_tweets, stream_tweets
+
+    data = FIXTURE_TEST.read_bytes()
+    chunks = list(stream_tweets(io.BytesIO(data), "<stdin>", "auto", chunk_size))
+    assert all(0 < len(c) <= chunk_size for c in chunks)
+    streamed = [t for chunk in chunks for t in chunk]
+    assert [(t.image_id, t.words, t.source) for t in streamed] == \
+        [(t.image_id, t.words, t.source) for t in read_tweets(data, "<stdin>")]
+
+
+def test_a_bad_line_in_a_stream_names_its_line_after_the_tweets_before_it(smoke_run, monkeypatch, capsys, tmp_path):
+    good = "".join(f"IMGID:{i}\nBoston\tB-LOC\n\n" for i in range(1, 1500))
+    bad = good + "IMGID:x\nbroken\tB-XYZ\n"
+    line_no = good.count("\n") + 2
+    ckpt = str(smoke_run[0] / "checkpoints" / "inference.pt")
+    monkeypatch.setattr("sys.stdin", io.StringIO(bad))
+    assert main(["predict", "--ckpt", ckpt, "--format", "conll"]) == 2
+    captured = capsys.readouterr()
+    assert f"<stdin>:{line_no}: unknown label 'B-XYZ'" in captured.err
+    assert captured.out.count("IMGID:") == 1024  # the first chunk was tagged and written
+    # --out: all or nothing, no partial file and no temporary one left
+    out = tmp_path / "pred.conll"
+    monkeypatch.setattr("sys.stdin", io.StringIO(bad))
+    assert main(["predict", "--ckpt", ckpt, "--format", "conll", "--out", str(out)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_bar_on_stderr_when_asked(smoke_run, capsys):
+    ckpt = str(smoke_run[0] / "checkpoints" / "inference.pt")
+    assert main(["predict", "--ckpt", ckpt, "--input", str(FIXTURE_TEST), "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert "4/4" in captured.err and "tweet/s" in captured.err and "tweet/s" not in captured.out
+    assert main(["predict", "--ckpt", ckpt, "--input", str(FIXTURE_TEST)]) == 0
+    assert "tweet/s" not in capsys.readouterr().err  # stderr is no terminal here
+
+
+def test_predict_imports_only_what_tagging_needs(smoke_run, tmp_path):
+    """No Lightning, torchmetrics, W&B or matplotlib: predict starts without them."""
+    import subprocess
+    import sys
+
+    text = tmp_path / "in.txt"
+    text.write_text("Kevin Durant scored in Boston\n")
+    script = (f"import sys\nfrom bga_mner.cli import main\n"
+              f"assert main(['predict', '--ckpt', {str(smoke_run[0] / 'checkpoints' / 'best.ckpt')!r}, "
+              f"'--input', {str(text)!r}]) == 0\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & "
+              "{'lightning', 'pytorch_lightning', 'torchmetrics', 'wandb', 'matplotlib', 'scipy'}), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert json.loads(done.stdout)["tokens"] == ["Kevin", "Durant", "scored", "in", "Boston"]

@@ -259,3 +259,16 @@ def test_push_refuses_a_folder_with_a_pickle(exported, tmp_path, capsys):
 def test_export_refuses_an_existing_folder_and_an_unfinished_run(exported, smoke_run, tmp_path, capsys):
     assert "already exists" in one_error_line(capsys, ["export", str(smoke_run[0]), str(exported)])
     assert "results.json: not found" in one_error_line(capsys, ["export", str(tmp_path), str(tmp_path / "o")])
+
+
+def test_onnx_export_tags_as_torch_does(smoke_run, gold_input, tmp_path):
+    """export --onnx: model.onnx (fp32) gives torch's tags; model.int8.onnx gives a tag per word."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "onnx-model"
+    assert "model.int8.onnx" in run_cli("export", str(smoke_run[0]), str(out), "--onnx")
+    outputs = {rt: run_cli("predict", "--model", str(out), "--runtime", rt, "--input", str(gold_input),
+                           "--format", "conll") for rt in ("torch", "onnx", "onnx-int8")}
+    assert outputs["onnx"] == outputs["torch"]
+    lines = [line.split("\t") for line in outputs["onnx-int8"].splitlines() if "\t" in line]
+    assert len(lines) == sum(1 for line in outputs["torch"].splitlines() if "\t" in line)
+    assert {tag for _, tag in lines} <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"}

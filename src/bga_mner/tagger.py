@@ -44,9 +44,9 @@ class Tagger:
         max_length: word pieces per window (the run's ``data.max_length``).
         batch_size: windows per forward pass.
         device: torch device.
-        runtime: what runs the network: ``torch`` (the network itself), or an ``onnx_export.OnnxNetwork``
-            given as ``runner`` (``--runtime onnx``).
-        runner: a callable ``batch -> emissions`` that replaces the network's forward (ONNX Runtime).
+        runner: a callable ``batch -> emissions`` that replaces the network's forward
+            (``onnx_export.OnnxRunner``: ``--runtime onnx|onnx-int8``); the CRF's Viterbi stays the
+            network's. None: the network itself (torch).
     """
 
     def __init__(self, network: torch.nn.Module, tokenizer: Any, max_length: int,

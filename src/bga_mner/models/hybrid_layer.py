@@ -92,6 +92,8 @@ class HybridTextLayer(nn.Module):
         2 d m per token) costs fewer multiply-adds than mapping ``tokens`` tokens first (d m + 2 d^2 each)."""
         if not isinstance(extra_proj, nn.Linear):
             return False
+        if torch.compiler.is_exporting():  # one graph for every batch size (ONNX): fold, the cheaper
+            return True  # choice from a few tweets up (both give the same keys and values)
         m, d = extra_proj.in_features, self.dim
         return 2 * d * d * m + tokens * 2 * d * m < tokens * (d * m + 2 * d * d)
 

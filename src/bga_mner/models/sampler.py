@@ -87,7 +87,8 @@ class ContextSampler(nn.Module):
         # keep at least one real unit: the one with the highest keep probability
         empty = (mask.detach() * valid).sum(1) == 0  # (B,)
         best = logits[..., self.KEEP].masked_fill(~valid, float("-inf")).argmax(1)  # (B,)
-        force = F.one_hot(best, mask.shape[1]).bool() & empty.unsqueeze(1)
+        units = torch.arange(mask.shape[1], device=mask.device)  # (N,)
+        force = (units == best.unsqueeze(1)) & empty.unsqueeze(1)  # one-hot of best (no fixed N: ONNX export)
         return torch.where(force, 1.0 + straight, mask)
 
 

@@ -28,6 +28,12 @@ from bga_mner.run import git_commit, model_name
 Stage = Literal["fit", "test", "analysis"]
 
 
+def real_context(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` is BGA-MNER with ``model.text_context=real`` (the real-context control): its
+    text layers attend to the real visual tokens in training and evaluation, so it reads images."""
+    return bool(cfg.model.use_mcg) and cfg.model.text_context == "real"
+
+
 def reads_images(cfg: DictConfig, stage: Stage) -> bool:
     """Whether a run of ``cfg`` at ``stage`` needs the images.
 
@@ -42,7 +48,7 @@ def reads_images(cfg: DictConfig, stage: Stage) -> bool:
     if stage == "fit":
         return bga and bool(cfg.data.use_images)
     if stage == "test":
-        real = cfg.model.inference_visual == "real" or cfg.model.get("text_context", "generated") == "real"
+        real = cfg.model.inference_visual == "real" or real_context(cfg)
         return bga and real and bool(cfg.data.use_images)
     if stage == "analysis":
         return bga
@@ -108,8 +114,8 @@ def compile_network(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
     Returns:
         ``model`` itself.
     """
-    if bool(cfg.trainer.get("compile", False)):
-        model.compile(options=compile_options(str(cfg.trainer.get("accelerator", "auto"))))
+    if cfg.trainer.compile:
+        model.compile(options=compile_options(str(cfg.trainer.accelerator)))
     return model
 
 
@@ -227,7 +233,7 @@ def wandb_tags(cfg: DictConfig) -> list[str]:
     switches = {"no-scs": bga and not cfg.model.use_scs,
                 "no-cycle": bga and not cfg.model.use_cycle,
                 "inference-real-visual": bga and cfg.model.inference_visual == "real",
-                "real-context": bga and cfg.model.get("text_context", "generated") == "real",
+                "real-context": real_context(cfg),
                 "modality-missing": bool(cfg.data.modality_missing),
                 "text-only-data": not cfg.data.use_images}
     tags += [name for name, on in switches.items() if on]

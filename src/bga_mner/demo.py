@@ -29,6 +29,7 @@ from typing import Sequence
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo" / "config.yaml"
 DEMO_SEEDS = (42, 43, 44)
+DEMO_JOBS = 2  # fit processes at a time
 # (setting, overrides): the settings of report/claims.py
 MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bga", ()), ("bert_crf", ("model.use_mcg=false", "data.use_images=false")))
@@ -92,7 +93,7 @@ def _run_one(run: DemoRun, threads: int, logs: Path) -> DemoRun:
 
 
 def run_demo(runs: Path, config: Path = DEMO_CONFIG, overrides: Sequence[str] = (), rerun: bool = False,
-             seeds: Sequence[int] = DEMO_SEEDS, jobs: int = 2) -> list[DemoRun]:
+             seeds: Sequence[int] = DEMO_SEEDS, jobs: int = DEMO_JOBS) -> list[DemoRun]:
     """Train, test and analyse every run of :func:`plan`, ``jobs`` at a time.
 
     Args:
@@ -118,8 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bga_mner.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"), help="runs folder")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="demo config.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS), help="seeds (default 42 43 44)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS),
+                        help=f"seeds (default {' '.join(map(str, DEMO_SEEDS))})")
+    parser.add_argument("--jobs", type=int, default=DEMO_JOBS, help="runs at a time (default %(default)s)")
     parser.add_argument("--rerun", action="store_true", help="redo finished runs")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)

@@ -21,13 +21,14 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig, OmegaConf
 
-from bga_mner.build import reads_images
+from bga_mner.build import reads_images, real_context
 from bga_mner.config import from_container, merge
 from bga_mner.data.conll import BOM, LABELS, CoNLLFormatError, Tweet, parse_conll_lines, utf8_lines
 from bga_mner.errors import UserError
 from bga_mner.system import MNERSystem, load_system_weights, strip_prefix
 
 INFERENCE_FORMAT = "bga-mner-inference/1"
+BATCH_SIZE = 32  # windows per forward pass of tag_tweets (bga-mner predict --batch-size)
 
 
 class CheckpointError(UserError, ValueError):
@@ -131,9 +132,9 @@ def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
     cfg = merge(ckpt.config, overrides, "overrides") if overrides is not None else ckpt.config.copy()
     if build_visual is None:
         build_visual = reads_images(cfg, "test")
-    real_context = bool(cfg.model.use_mcg) and cfg.model.get("text_context", "generated") == "real"
-    if (build_visual or real_context) and ckpt.image_free:
-        key = "model.text_context=real" if real_context else "model.inference_visual=real"
+    real = real_context(cfg)
+    if (build_visual or real) and ckpt.image_free:
+        key = "model.text_context=real" if real else "model.inference_visual=real"
         raise CheckpointError(f"{ckpt.path}: an image-free inference checkpoint has no visual "
                               "weights; use the Lightning checkpoint (checkpoints/best.ckpt) for "
                               f"{key}")
@@ -309,7 +310,7 @@ def merge_windows(windows: Sequence[tuple[int, int]], window_tags: Sequence[Sequ
 
 
 def tag_tweets(system: MNERSystem, tokenizer: Any, tweets: Sequence[Tweet],
-               batch_size: int = 32, device: str | torch.device = "cpu",
+               batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
                stats: TagStats | None = None) -> list[list[str]]:
     """Predicted BIO tags of every word of every tweet, image-free.
 

@@ -40,7 +40,7 @@ def parameter_groups(model: nn.Module, optim_cfg: DictConfig | Mapping[str, Any]
     lr = float(optim_cfg["lr"])
 
     def rate(key: str) -> float:
-        value = optim_cfg.get(key)
+        value = optim_cfg[key]
         return lr if value is None else float(value)
 
     lrs = {"encoder": lr, "visual": rate("visual_lr"), "head": rate("head_lr"),

@@ -25,10 +25,11 @@ from typing import Sequence, TextIO
 
 from omegaconf import OmegaConf
 
+from bga_mner.build import real_context
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.data.spans import bio_to_spans
 from bga_mner.errors import UserError
-from bga_mner.inference import (INPUT_FORMATS, TagStats, build_system, read_checkpoint,
+from bga_mner.inference import (BATCH_SIZE, INPUT_FORMATS, TagStats, build_system, read_checkpoint,
                                  read_tweets, tag_tweets)
 
 
@@ -57,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "first non-blank line starts with IMGID:, else text (one tweet a line)")
     parser.add_argument("--format", choices=("jsonl", "conll"), default="jsonl", help="output format")
     parser.add_argument("--out", help="output file (default: stdout)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="windows per forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
@@ -74,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         tweets = read_tweets(Path(args.input).read_bytes(), args.input, args.format_in)
     ckpt = read_checkpoint(args.ckpt)
-    if ckpt.config.model.use_mcg and ckpt.config.model.get("text_context", "generated") == "real":
+    if real_context(ckpt.config):
         raise UserError(f"{ckpt.path}: trained with model.text_context=real, the model reads the real "
                         "image of each tweet (its text layers attend to the real visual tokens); "
                         "`bga-mner predict` is image-free: evaluate it with `bga-mner test` instead")

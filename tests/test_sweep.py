@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bga_mner import cli
-from bga_mner.sweep import (PlanItem, SlurmOptions, SweepError, check_variables, ddp_overrides, make_plan,
-                            run_job, submit_slurm)
+from bga_mner.sweep.launch import SlurmOptions, ddp_overrides, run_job, submit_slurm
+from bga_mner.sweep.plan import PlanItem, SweepError, check_variables, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_BGA = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'fixtures' / 'fake_bga.py'))}"

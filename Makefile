@@ -35,7 +35,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the suite with its pinned dependencies (idempotent)
 
-test: $(STAMP) ## run the fast test suite (what CI runs)
+test: $(STAMP) ## check the layer rules (lint-imports: docs/ARCHITECTURE.md), then run the fast test suite (what CI runs)
+	$(BIN)/lint-imports --no-logo --cache-dir .cache/import-linter
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP) ## run the slow tests too (real data when ../shared/data exists)

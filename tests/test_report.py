@@ -260,9 +260,13 @@ def test_a_run_is_placed_by_its_experiment(tmp_path: Path, caplog: pytest.LogCap
         (tmp_path / "loose" / "results.json").read_text().replace('"bga_mner"', "null"))
     _write_run(tmp_path, "crf", 60.0, model="bert-crf")
     _write_run(tmp_path, "noscs", 65.0, experiment="wo_scs")
+    for model, f1 in (("bga-mner", 55.0), ("bert-crf", 45.0)):  # make demo's: full BGA-MNER's and BERT-CRF's
+        _write_run(tmp_path, f"demo-{model}", f1, model=model, experiment="demo", dataset="synthetic")
     caplog.set_level("INFO")
     results = load_results(tmp_path)
-    assert sorted(r.experiment for r in results) == ["bert_crf", "bga_mner", "wo_scs"]
+    assert sorted(r.experiment for r in results) == ["bert_crf", "bga_mner", "demo", "demo", "wo_scs"]
+    assert "| BGA-MNER (ours, 1 seed) | 55.00 |" in render_table2(results).split("synthetic")[1]
+    assert "| BERT-CRF (ours, 1 seed) | 45.00 |" in render_table2(results).split("synthetic")[1]
     assert "1 run of None, 1 run of claims, 1 run of real_context" in caplog.text
     for render in (render_table2, render_table3, render_table4, render_table7):
         assert not {"99.00", "98.00", "97.00"} & set(render(results).split()), render.__name__

@@ -28,6 +28,8 @@ Keys (all optional; docs/experiments.md says how to add an experiment):
   that table's block of ``resources/paper_results.yaml`` (null: the paper has none). A table's rows
   come in the paper's order of their keys, rows the paper lacks last.
 - ``claims``: the setting's name in ``make claims`` (run folders ``<claims>-seed<seed>``).
+- ``stands_for``: ``{model: experiment}``: its runs fill the rows of another experiment, by the model
+  that each records (``make demo``'s BGA-MNER and BERT-CRF on its own benchmark); no rows of its own.
 - ``seeds``: its default seeds (:data:`SEEDS` otherwise; the smoke profile runs the first).
 
 :data:`REFERENCE` is full BGA-MNER: every table compares the other rows with its row; :data:`BASELINE`
@@ -57,7 +59,7 @@ BASELINE = "bert_crf"               # the text-only baseline: what make demo and
 SEEDS = (42, 43, 44, 45, 46)        # every experiment's default seeds unless its entry says otherwise
 TABLES = ("2", "3", "4", "5", "6", "7", "fig5")
 RUN_KINDS = ("fit", "test", "sizes", "cross", "params")
-KEYS = ("runs", "source", "variants", "directions", "rows", "claims", "seeds")
+KEYS = ("runs", "source", "variants", "directions", "rows", "claims", "stands_for", "seeds")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a folder, a make variable suffix and a run-name prefix
 FRONT_MATTER = re.compile(r"\A---\n(.*?\n)---\n", re.S)
 
@@ -97,6 +99,7 @@ class Experiment:
     directions: tuple[tuple[str, str], ...] = ()
     rows: tuple[Row, ...] = ()
     claims: str | None = None
+    stands_for: tuple[tuple[str, str], ...] = ()  # (model, experiment)
     seeds: tuple[int, ...] = SEEDS
 
     @property
@@ -183,9 +186,12 @@ def _parse(folder: Path) -> Experiment:
     needs = {"test": "source", "sizes": "variants", "cross": "directions"}.get(data.get("runs"))
     if needs and not data.get(needs):
         raise fail(f"runs: {data['runs']} needs {needs}")
+    if data.get("stands_for") and rows:
+        raise fail("stands_for: its runs fill the rows of the experiments it stands for, so it has no rows")
     return Experiment(folder.name, folder, data.get("runs"), data.get("source"), variants,
                       tuple(tuple(map(str, d)) for d in data.get("directions") or ()),  # type: ignore[misc]
-                      tuple(rows), data.get("claims"), seeds)
+                      tuple(rows), data.get("claims"),
+                      tuple((str(m), str(e)) for m, e in (data.get("stands_for") or {}).items()), seeds)
 
 
 def _check(found: Mapping[str, Experiment]) -> None:
@@ -195,7 +201,7 @@ def _check(found: Mapping[str, Experiment]) -> None:
         def fail(message: str) -> RegistryError:
             return RegistryError(f"{exp.readme}: {message}")
 
-        for other in [exp.source, *(v.like for v in exp.variants)]:
+        for other in [exp.source, *(v.like for v in exp.variants), *(e for _, e in exp.stands_for)]:
             if other is not None and other not in found:
                 raise fail(f"names experiment {other!r}, which has no folder in {exp.folder.parent}")
         if exp.runs == "test" and found[exp.source].runs != "fit":  # type: ignore[index]
@@ -259,6 +265,15 @@ def rows(table: str, folder: Path = EXPERIMENTS_DIR) -> list[tuple[Experiment, R
     return table_rows(experiments(folder).values(), table)
 
 
+def placed(experiment: str | None, model: str, folder: Path = EXPERIMENTS_DIR) -> str | None:
+    """The experiment whose rows a run of ``experiment`` and ``model`` fills: its own, or the one its
+    experiment stands for with that model (``stands_for``); None for an experiment the registry lacks."""
+    exp = experiments(folder).get(experiment or "")
+    if exp is None:
+        return None
+    return dict(exp.stands_for).get(model) if exp.stands_for else exp.name
+
+
 def claims_setting(experiment: str, folder: Path = EXPERIMENTS_DIR) -> str:
     """The make-claims setting name of ``experiment`` (a ``KeyError`` when it has none)."""
     name = get(experiment, folder).claims
@@ -286,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["make"]:
         print(make_rules(found), end="")
     for exp in found.values() if args == ["list"] else ():
-        where = ", ".join(f"{'Fig. 5' if r.table == 'fig5' else 'Table ' + r.table} {r.label!r}" for r in exp.rows)
+        where = ", ".join([*(f"{'Fig. 5' if r.table == 'fig5' else 'Table ' + r.table} {r.label!r}" for r in exp.rows),
+                           *(f"{model} runs fill {other}'s rows" for model, other in exp.stands_for)])
         print(f"{exp.name:18s} runs: {exp.runs or '-':7s} claims: {exp.claims or '-':16s} {where}")
     return 0
 

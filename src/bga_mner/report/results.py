@@ -2,9 +2,10 @@
 
 Every ``results.json`` under a runs folder is read (docs/ARCHITECTURE.md) and classified by what it
 records, its :class:`Setting`: above all its ``experiment`` (``run.experiment``), the key of the
-experiment registry (:mod:`bga_mner.registry`), which says in which tables the experiment has a row;
-then the data sets, the profile, the model and the training-set limit. Runs of experiments with no
-row in any table (``make claims``, ``make demo``, runs without an experiment) are left out. Runs of
+experiment registry (:mod:`bga_mner.registry`), which says in which tables the experiment has a row
+(``make demo``'s runs fill full BGA-MNER's and BERT-CRF's, by their model); then the data sets, the
+profile, the model and the training-set limit. Runs of experiments with no row in any table (``make
+claims``, the real-context control, runs without an experiment) are left out. Runs of
 one setting that differ only in seed are aggregated (mean and sample std over seeds,
 :class:`~bga_mner.report.statistics.Stat`), so a setting shared by two tables is trained once. A run
 folder's ``predictions/test_counts.json`` (per-tweet span counts) is read with it, for the confidence
@@ -52,10 +53,15 @@ class Setting:
         return self.train_limit is None and self.test_dataset == self.dataset
 
     @property
+    def place(self) -> str | None:
+        """The experiment whose rows it fills: its own, or the one its experiment stands for with its
+        model (make demo's runs: full BGA-MNER's and BERT-CRF's); None for one the registry lacks."""
+        return registry.placed(self.experiment, self.model)
+
+    @property
     def tables(self) -> tuple[str, ...]:
-        """The tables in which its experiment has a row (none for an experiment the registry lacks)."""
-        exp = registry.experiments().get(self.experiment or "")
-        return tuple(r.table for r in exp.rows) if exp else ()
+        """The tables in which it has a row (:attr:`place`'s rows)."""
+        return tuple(r.table for r in registry.get(self.place).rows) if self.place else ()
 
 
 @dataclass
@@ -187,8 +193,8 @@ def in_table(table: str, standard: bool = True) -> Callable[[Setting], bool]:
 
 
 def of(runs: Iterable[RunResult], experiment: str) -> list[RunResult]:
-    """The runs of one experiment."""
-    return [r for r in runs if r.experiment == experiment]
+    """The runs that fill ``experiment``'s rows (:attr:`Setting.place`)."""
+    return [r for r in runs if r.setting.place == experiment]
 
 
 def fig5_series(results: Sequence[RunResult]) -> dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]]:

@@ -171,7 +171,7 @@ def render_table7(results: Sequence[RunResult]) -> str:
     """
     title = "Table 7: modality missing at test time (overall test F1)"
     sections = select(results, in_table("7"))
-    if not any(r.experiment != REFERENCE for runs in sections.values() for r in runs):
+    if not any(r.setting.place != REFERENCE for runs in sections.values() for r in runs):
         return empty(title, "table7")
     reference = registry.get(REFERENCE).row("7")
 

@@ -153,8 +153,9 @@ def _entry(folder: Path) -> dict[str, Any]:
         return {}
     try:
         data = OmegaConf.to_container(OmegaConf.create(match.group(1)))
-    except Exception as err:  # a YAML error names the line (of the front matter: line 1 is '---')
-        raise RegistryError(f"{readme}: its front matter is not valid YAML ({err})".replace("\n", " ")) from None
+    except Exception as err:  # a YAML error names its line, counted from the line after the first '---'
+        raise RegistryError(f"{readme}: its front matter is not valid YAML ({err}; line 1 is the line after "
+                            "the first '---')".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise RegistryError(f"{readme}: the front matter is not a mapping of {KEYS}")
     return data

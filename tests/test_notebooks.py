@@ -18,6 +18,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from bga_mner import notebooks
+from conftest import as_experiment
 from bga_mner.notebooks import FIGURE_IF_DATA_TAG, FIGURE_TAG, NO_DATA, missing_figures, write_pages
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -131,8 +132,7 @@ def pages(smoke_run, tmp_path_factory):
     run_dir, _ = smoke_run
     runs = tmp_path_factory.mktemp("pages-runs")
     shutil.copytree(run_dir, runs / run_dir.name, ignore=shutil.ignore_patterns("checkpoints", "wandb", "csv"))
-    copied = runs / run_dir.name / "results.json"  # the report places a run by its experiment: full BGA-MNER's
-    copied.write_text(json.dumps(json.loads(copied.read_text()) | {"experiment": "bga_mner"}))
+    as_experiment(runs / run_dir.name, "bga_mner")  # the report places a run by its experiment
     for n in (16, 32):
         for seed in (1, 2):
             _fake_result(runs, f"fig5-bga-{n}-{seed}", 40.0 + n + seed, "bga-mner", n, seed)

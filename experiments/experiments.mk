@@ -2,7 +2,7 @@
 #
 # Which experiments each target runs, and how, comes from the registry (src/bga_mner/registry.py):
 # each experiment's README.md front matter says how make runs it (runs: fit | test | sizes | cross |
-# params) and in which tables it has a row. `python -m bga_mner.registry make` turns it into make
+# params) and in which tables it has a row. `python -m bga_mner.registry_make` turns it into make
 # rules (RUNS_<experiment>, ROWS_<table>, ALL_RUNS, CLAIMS_EVIDENCE), which this file writes to
 # $(REGISTRY_MK) and includes; make writes it again when an experiment folder changes. A new
 # experiment is its folder: config.yaml and README.md (docs/experiments.md).
@@ -126,7 +126,7 @@ CLAIMS_LIMIT := data.train_limit_fill=true data.train_limit=
 REGISTRY_MK := $(VENV)/registry.mk
 ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),help)),)
 $(REGISTRY_MK): $(EXP) $(wildcard $(EXP)/*/README.md $(EXP)/*/config.yaml) src/bga_mner/registry.py src/bga_mner/registry_make.py | $(STAMP)
-	@$(BIN)/python -m bga_mner.registry make > $@.tmp && mv $@.tmp $@
+	@$(BIN)/python -m bga_mner.registry_make > $@.tmp && mv $@.tmp $@
 include $(REGISTRY_MK)
 endif
 CLAIMS_EVIDENCE += $(foreach a,$(CLAIMS_ALPHAS),$(call claims_fit,$(CLAIMS_REFERENCE)_alpha$(a),model.alpha=$(a)))

@@ -34,7 +34,7 @@ Keys (all optional; docs/experiments.md says how to add an experiment):
 
 :data:`REFERENCE` is full BGA-MNER: every table compares the other rows with its row; :data:`BASELINE`
 (BERT-CRF) is what ``make demo`` and the claims compare it with. The make rules
-of the experiments are generated from the entries (``python -m bga_mner.registry make``, which
+of the experiments are generated from the entries (:mod:`bga_mner.registry_make`, which
 experiments/experiments.mk includes); the report (``bga_mner.report``), the claims and the tests read
 the entries through :func:`experiments`. Imports nothing of the package but :mod:`bga_mner.errors`.
 """
@@ -284,24 +284,16 @@ def claims_setting(experiment: str, folder: Path = EXPERIMENTS_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bga_mner.registry make``: print the make rules of the registry (what
-    experiments/experiments.mk includes); ``list``: one line per experiment."""
+    """``python -m bga_mner.registry``: one line per experiment (how make runs it, its claims setting,
+    its rows); a malformed entry is one line naming its README.md, exit status 2."""
     import sys
 
-    from bga_mner.registry_make import make_rules
-
-    args = sys.argv[1:] if argv is None else argv
-    if args not in (["make"], ["list"]):
-        print("usage: python -m bga_mner.registry make|list", file=sys.stderr)
-        return 2
     try:
         found = experiments()
     except RegistryError as err:
         print(f"registry: error: {err}", file=sys.stderr)
         return 2
-    if args == ["make"]:
-        print(make_rules(found), end="")
-    for exp in found.values() if args == ["list"] else ():
+    for exp in found.values():
         where = ", ".join([*(f"{'Fig. 5' if r.table == 'fig5' else 'Table ' + r.table} {r.label!r}" for r in exp.rows),
                            *(f"{model} runs fill {other}'s rows" for model, other in exp.stands_for)])
         print(f"{exp.name:18s} runs: {exp.runs or '-':7s} claims: {exp.claims or '-':16s} {where}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def one_thread():
 def smoke_cache(tmp_path_factory) -> Path:
     """``paths.cache_dir`` shared by the session's smoke fits (synthetic set + image cache)."""
     return tmp_path_factory.mktemp("smoke-cache")
+
+
+def as_experiment(run_dir: Path, experiment: str) -> None:
+    """Record a run folder's ``results.json`` as a run of ``experiment`` (the registry's key, which
+    places it in the report's tables), as if made with ``--config experiments/<experiment>/config.yaml``."""
+    path = run_dir / "results.json"
+    path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")) | {"experiment": experiment}),
+                    encoding="utf-8")
 
 
 def fit_cli(runs_dir: Path, cache_dir: Path, *overrides: str) -> str:

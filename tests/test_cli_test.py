@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from bga_mner.cli import main
 from bga_mner.report import load_results, render_table2, render_table4, render_table7
+from conftest import as_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
@@ -35,6 +36,7 @@ def evaluations(smoke_run, tmp_path_factory) -> tuple[Path, dict, Path, Path]:
     runs = tmp_path_factory.mktemp("eval-runs")
     trained = runs / "bga_mner-synthetic-seed42"
     shutil.copytree(source_dir, trained, ignore=shutil.ignore_patterns("wandb", "csv"))
+    as_experiment(trained, "bga_mner")  # as make reproduce-table2 runs it: the report places it in Tables 2-7
     ckpt = str(trained / "checkpoints" / "best.ckpt")
     missing, real = runs / "modality_missing-synthetic-seed42", runs / "real_visual-synthetic-seed42"
     printed = run_cli("test", "--ckpt", ckpt, "--config",

@@ -27,12 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo" / "config.yaml"
-DEMO_SEEDS = (42, 43, 44)
+from bga_mner import registry
+
+DEMO_CONFIG = registry.get("demo").config
+DEMO_SEEDS = registry.get("demo").seeds  # its README.md's front matter (the registry)
 DEMO_JOBS = 2  # fit processes at a time
-# (setting, overrides): the settings of report/claims.py
-MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("bga", ()), ("bert_crf", ("model.use_mcg=false", "data.use_images=false")))
+
+
+def models() -> list[tuple[str, tuple[str, ...]]]:
+    """(setting, overrides) of full BGA-MNER and BERT-CRF: their make-claims settings (what
+    report/claims.py's demo_summary reads) and their experiments' overrides (the registry)."""
+    return [(registry.claims_setting(name), registry.get(name).overrides())
+            for name in (registry.REFERENCE, registry.BASELINE)]
 
 
 @dataclass
@@ -62,7 +68,7 @@ def plan(runs: Path, config: Path = DEMO_CONFIG, overrides: Sequence[str] = (),
     """
     out = []
     for seed in seeds:
-        for setting, switches in MODELS:
+        for setting, switches in models():
             name = f"{setting}-seed{seed}"
             fit = [*_bga_command(), "fit", "--resume", "--config", str(config), f"run.name={name}",
                    f"seed={seed}", f"paths.runs_dir={runs}", *switches, *overrides]
@@ -120,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"), help="runs folder")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="demo config.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS),
-                        help=f"seeds (default {' '.join(map(str, DEMO_SEEDS))})")
+                        help=f"seeds (default: experiments/demo's, {' '.join(map(str, DEMO_SEEDS))})")
     parser.add_argument("--jobs", type=int, default=DEMO_JOBS, help="runs at a time (default %(default)s)")
     parser.add_argument("--rerun", action="store_true", help="redo finished runs")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")

@@ -54,6 +54,7 @@ class Setting:
     train_limit_fill: bool = False   # the n tweets repeated to the full set's steps (make claims)
     modality_missing: bool = False
     text_context: str = "generated"  # real: the real-context control (not in the paper, no table)
+    labels: str | None = None        # the runs' label version (None: not recorded, older runs)
 
     @property
     def standard(self) -> bool:
@@ -84,6 +85,31 @@ class RunResult:
     counts: TweetCounts | None = None
 
 
+@lru_cache(maxsize=1)
+def paper_label_version() -> str:
+    """The label version the paper used (``resources/label_versions.yaml``: ``umt-original``)."""
+    text = resources.files("bga_mner").joinpath("resources/label_versions.yaml").read_text("utf-8")
+    return str(OmegaConf.create(text).paper_version)
+
+
+def _labels(data: Mapping[str, Any]) -> str | None:
+    """A run's label version (``results.json``'s ``label_version``, per split): the paper's when
+    every split has it, else the other versions found (None: not recorded)."""
+    versions = set((data.get("label_version") or {}).values())
+    others = sorted(versions - {paper_label_version()})
+    return "+".join(others) if others else (paper_label_version() if versions else None)
+
+
+def not_comparable(s: Setting) -> str | None:
+    """Why runs of a paper data set cannot be compared with the paper's numbers (None: they can):
+    the rehearsal profile, or labels other than the version the paper used (docs/data.md)."""
+    if s.profile == "rehearsal":
+        return "rehearsal profile: synthetic images, tiny models"
+    if s.dataset in PAPER_DATASETS and s.labels is not None and s.labels != paper_label_version():
+        return f"labels {s.labels}, the paper used {paper_label_version()}"
+    return None
+
+
 def setting_of(data: Mapping[str, Any]) -> Setting:
     cfg = data.get("config") or {}
     model_cfg, data_cfg = cfg.get("model") or {}, cfg.get("data") or {}
@@ -100,6 +126,7 @@ def setting_of(data: Mapping[str, Any]) -> Setting:
         train_limit_fill=bool(data_cfg.get("train_limit") and data_cfg.get("train_limit_fill", False)),
         modality_missing=bool(data_cfg.get("modality_missing", False)),
         text_context="generated" if bert_crf else model_cfg.get("text_context", "generated"),
+        labels=_labels(data),
     )
 
 
@@ -167,7 +194,9 @@ def metric(runs: Sequence[RunResult], group: str, name: str = "f1") -> Stat:
 
 def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sections:
     """Runs whose setting satisfies ``pred``, grouped by (section, profile) where section is the
-    data set, or ``source->target`` for a cross-domain run.
+    data set, or ``source->target`` for a cross-domain run, followed by `` (why)`` for runs that
+    cannot be compared with the paper (:func:`not_comparable`): such a section is no paper data set,
+    so no table looks up the paper's numbers for it.
 
     Args:
         results: the runs to choose from.
@@ -181,6 +210,8 @@ def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sec
         if pred(r.setting):
             s = r.setting
             section = s.dataset if s.test_dataset == s.dataset else f"{s.dataset}->{s.test_dataset}"
+            why = not_comparable(s)
+            section = f"{section} ({why})" if why else section
             out.setdefault((section, s.profile), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0] not in PAPER_DATASETS, kv[0])))
 

@@ -237,6 +237,12 @@ def test_release_fit_records_source_counts_and_labels(tmp_path: Path, capsys: py
     assert results["label_version"] == {"train": "unknown", "valid": "unknown", "test": "unknown"}
     assert results["image_counts"]["test"]["crops_per_tweet"] == [0, 2, 1, 1]
     assert results["missing_images"] == {"train": 1, "valid": 1, "test": 0}
+    # bga-mner test reads the release the same way (Table 4: real visual features, images read)
+    out = tmp_path / "runs" / "real"
+    assert cli(["test", "--ckpt", str(tmp_path / "runs" / "r" / "checkpoints" / "best.ckpt"),
+                "--config", "experiments/real_visual/config.yaml", "--out", str(out)]) == 0
+    evaluation = json.loads((out / "results.json").read_text())
+    assert evaluation["object_source"] == "rcnn" and evaluation["image_counts"]["test"] == results["image_counts"]["test"]
 
 
 def test_no_image_error_names_the_layouts(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def find_images_dir(root: Path, images_dir: str | None) -> tuple[Path, list[Path
     if images_dir:
         path = Path(images_dir)
         if path.exists() and not path.is_dir():
-            raise UserError(f"{path}: not a folder (data.images_dir, the images of the data set)")
+            raise UserError(f"{path}: not a folder (the images of the data set)")
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: data.images_dir not found")
         return path, [path]
@@ -102,9 +102,11 @@ def _objects(root: Path, objects_file: str | None, explicit: bool) -> dict | Non
         raise UserError(f"{path}: not a file (the objects file of the data set)")
     if path.is_file():
         return read_objects(path)
-    if objects_file or explicit:
-        raise FileNotFoundError(f"{path}: {'data.objects_file' if objects_file else 'objects file'} "
-                                f"not found (data.object_source=detections; `bga-mner detect` writes it)")
+    if objects_file:
+        raise FileNotFoundError(f"{path}: data.objects_file not found")
+    if explicit:
+        raise FileNotFoundError(f"{path}: objects file not found (data.object_source=detections; "
+                                "`bga-mner detect` writes it)")
     return None
 
 

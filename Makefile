@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-slow mutation demo gpu-check gpu-wheels notebooks clean
+.PHONY: help install test test-slow mutation demo gpu-check gpu-wheels notebooks rehearsal clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,34 @@ gpu-wheels: $(STAMP) ## into .whl/: wheels of $(GPU_WHEELS) (Python 3.12) and a 
 
 notebooks: $(STAMP) ## execute notebooks/ against a BGA-MNER run (NB_RUN=..., default the demo's): $(RUNS)/notebooks/index.html and a page per notebook
 	$(BIN)/python -m bga_mner.notebooks --run $(or $(NB_RUN),$(RUNS)/demo/bga-seed42) --runs $(RUNS)
+
+# make rehearsal (README, "Before booking GPU time"): the GPU user's flow without the GPU. It builds a
+# folder shaped like the HVPNeT/MKGformer release from the real text in REHEARSAL_TEXT (the real IMGIDs,
+# synthetic images and crops: tools/rehearsal.py; nothing is written there), then runs what the GPU
+# user runs on their unpacked download: `bga-mner stats` (the label version) and
+# `make reproduce-table2 DATA_DIR=<folder>`, with PROFILE=rehearsal (tiny models, two short epochs, CPU)
+# through to the printed Table 2, and the counts of every run. Always from scratch: REHEARSAL_DIR is
+# removed first. REHEARSAL_TWEETS=N: the first N tweets of each split (default all);
+# REHEARSAL_OVERRIDES: appended to every fit (e.g. data.object_source=grounding); REHEARSAL_JOBS
+# runs at once (make -j), REHEARSAL_THREADS torch threads each (2 x 1 fills a 2-core machine).
+REHEARSAL_TEXT      ?= ../shared/data
+REHEARSAL_DIR       ?= $(RUNS)/rehearsal
+REHEARSAL_DATASETS  ?= twitter2015 twitter2017
+REHEARSAL_TWEETS    ?=
+REHEARSAL_OVERRIDES ?=
+REHEARSAL_JOBS      ?= 2
+REHEARSAL_THREADS   ?= 1
+rehearsal: $(STAMP) ## the GPU flow on CPU (<= 15 min): a release-shaped folder from the real text with synthetic images, stats, reproduce-table2 with tiny models -> Table 2 and the counts
+	rm -rf $(REHEARSAL_DIR) && mkdir -p $(REHEARSAL_DIR) && date +%s > $(REHEARSAL_DIR)/started
+	$(BIN)/python tools/rehearsal.py build --text $(REHEARSAL_TEXT) --out $(REHEARSAL_DIR)/data \
+	  --datasets $(REHEARSAL_DATASETS) $(if $(REHEARSAL_TWEETS),--tweets $(REHEARSAL_TWEETS))
+	for d in $(REHEARSAL_DATASETS); do $(BGA) stats $(REHEARSAL_DIR)/data/$$d || exit 1; done
+	OMP_NUM_THREADS=$(REHEARSAL_THREADS) MKL_NUM_THREADS=$(REHEARSAL_THREADS) \
+	  $(MAKE) --no-print-directory -j $(REHEARSAL_JOBS) reproduce-table2 PROFILE=rehearsal SEEDS=42 DATASETS='$(REHEARSAL_DATASETS)' \
+	  RUNS=$(REHEARSAL_DIR)/runs DATA_DIR=$(REHEARSAL_DIR)/data \
+	  OVERRIDES='paths.cache_dir=$(REHEARSAL_DIR)/cache $(REHEARSAL_OVERRIDES)'
+	$(BIN)/python tools/rehearsal.py summary --data $(REHEARSAL_DIR)/data --runs $(REHEARSAL_DIR)/runs \
+	  --cache $(REHEARSAL_DIR)/cache --started $(REHEARSAL_DIR)/started
 
 clean: ## remove runs, caches and the venv
 	rm -rf $(VENV) $(RUNS) .cache wandb .pytest_cache .hypothesis mutants

@@ -139,7 +139,8 @@ def test_image_counts_go_into_results_json() -> None:
     assert results["missing_images"] == {"train": 3, "valid": None}  # missing + unreadable
     assert json.loads(json.dumps(results["image_counts"])) == {
         "train": {"tweets": 10, "missing": 1, "unreadable": 2, "boxes_clipped": 3,
-                  "boxes_dropped": 4}, "valid": None}
+                  "boxes_dropped": 4, "unlisted": 0, "beyond_k": 0, "crops_missing": 0,
+                  "crops_unreadable": 0, "crops_per_tweet": []}, "valid": None}
 
 
 # --------------------------------------------------------------------------- stats and score

@@ -19,7 +19,8 @@ from conftest import as_experiment
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
                "best_epoch", "dev", "test", "seconds_per_epoch", "truncated_tweets",
-               "missing_images", "image_counts", "config", "git_commit", "versions", "evaluated_from"}
+               "missing_images", "image_counts", "object_source", "label_version", "config", "git_commit",
+               "versions", "evaluated_from"}
 
 
 def run_cli(*argv: str) -> str:

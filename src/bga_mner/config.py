@@ -27,7 +27,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from bga_mner.errors import UserError
 
 CONF_DIR = Path(__file__).parent / "conf"
-PROFILES = ("full", "smoke")
+PROFILES = ("full", "smoke", "rehearsal")
+# data.object_source: where the K object inputs come from (data/image_sources.py)
+OBJECT_SOURCES = ("auto", "detections", "grounding", "rcnn", "none")
 
 
 class ConfigError(UserError, ValueError):
@@ -84,6 +86,9 @@ class DataConfig:
     root: Optional[str] = None         # folder with {train,valid,test}.txt (None: <paths.data_dir>/<name>)
     images_dir: Optional[str] = None   # folder of <IMGID>.jpg (None: <root>/images)
     objects_file: Optional[str] = None  # detector output, JSONL (None: <root>/objects.jsonl)
+    # the K object inputs: auto | detections (objects_file) | grounding | rcnn (the HVPNeT/MKGformer
+    # release's crops) | none; auto: the first present of detections, rcnn, grounding (docs/data.md)
+    object_source: str = "auto"
     type_map: Dict[str, str] = field(default_factory=lambda: {"OTHER": "MISC"})  # 2015 writes OTHER
     max_length: int = 128              # WordPiece tokens including [CLS] and [SEP]
     num_objects: int = 3               # top-K detected objects per image (K)
@@ -108,6 +113,12 @@ class DataConfig:
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
+        if self.object_source not in OBJECT_SOURCES:
+            raise ConfigError(f"data.object_source={self.object_source!r}: expected one of "
+                              f"{', '.join(OBJECT_SOURCES)}")
+        if self.objects_file and self.object_source not in ("auto", "detections"):
+            raise ConfigError(f"data.objects_file={self.objects_file!r} is read with data.object_source="
+                              f"detections (or auto), not {self.object_source}")
         buckets = self.length_buckets
         if buckets is not None and (not buckets or any(int(b) < 3 for b in buckets)
                                     or list(buckets) != sorted(set(buckets))):
@@ -210,7 +221,7 @@ class RunConfig:
 
     name: Optional[str] = None         # None: <experiment or data.name>-<model>-seed<seed>-<timestamp>
     experiment: Optional[str] = None
-    profile: str = "full"              # full | smoke
+    profile: str = "full"              # full | smoke | rehearsal (make rehearsal)
     git_commit: Optional[str] = None   # set by fit: the commit the run starts from ("-dirty")
 
 

@@ -46,6 +46,8 @@ class Evaluation:
         missing_images: tweets without image per split (None: images not read).
         image_counts: per split, the images' ``ImageCounts`` (missing and unreadable apart, boxes
             clipped and dropped; None: images not read).
+        object_source: where the crops came from (None: images not read).
+        label_versions: each split's label version (``data.label_versions``).
         is_global_zero: False on DDP ranks > 0, which must not write or print.
         tweet_counts: per-tweet span counts of the predictions (``metrics.tweet_counts_record``),
             written as ``predictions/test_counts.json`` for the report's statistics; None: not written.
@@ -58,6 +60,8 @@ class Evaluation:
     missing_images: dict[str, int | None]
     image_counts: dict[str, Any]
     is_global_zero: bool
+    object_source: str | None = None
+    label_versions: dict[str, str] | None = None
     tweet_counts: dict[str, Any] | None = None
 
 
@@ -85,6 +89,8 @@ def evaluate(ckpt_path: str | Path, overrides: DictConfig | None = None) -> Eval
                       missing_images=dict(datamodule.missing_image_counts),
                       image_counts=dict(datamodule.image_counts),
                       is_global_zero=trainer.is_global_zero,
+                      object_source=datamodule.object_source,
+                      label_versions=dict(datamodule.label_versions),
                       tweet_counts=tweet_counts_record(datamodule.datasets["test"].tweets, predictions))
 
 
@@ -175,7 +181,9 @@ def write_evaluation_run(evaluation: Evaluation, ckpt_path: str | Path, out: str
                             test=evaluation.scores,
                             seconds_per_epoch=source.get("seconds_per_epoch"),
                             truncated=evaluation.truncated, missing_images=evaluation.missing_images,
-                            image_counts=evaluation.image_counts)
+                            image_counts=evaluation.image_counts,
+                            object_source=evaluation.object_source,
+                            label_versions=evaluation.label_versions)
     results["evaluated_from"] = str(source_dir or Path(ckpt_path).resolve())
     return write_json(run_dir / RESULTS_FILE, results)
 

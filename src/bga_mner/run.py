@@ -223,7 +223,8 @@ def package_versions() -> dict[str, str]:
 def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, Any] | None,
                   test: Mapping[str, Any], seconds_per_epoch: float | None,
                   truncated: Mapping[str, int], missing_images: Mapping[str, int | None],
-                  image_counts: Mapping[str, Any]) -> dict:
+                  image_counts: Mapping[str, Any], object_source: str | None = None,
+                  label_versions: Mapping[str, str] | None = None) -> dict:
     """The ``results.json`` dict of docs/ARCHITECTURE.md (P/R/F1 in percent, unrounded).
 
     ``best_epoch``, ``dev`` and ``seconds_per_epoch`` are None (JSON null) only for the evaluation
@@ -234,7 +235,11 @@ def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, 
             None: the split was read without images).
         image_counts: the data module's ``image_counts``: per split, an ``images.ImageCounts``
             (or its ``as_dict()``) or None (read without images); recorded with missing and
-            unreadable images apart and the clipped and dropped boxes.
+            unreadable images apart, the clipped and dropped boxes, the crop files missing and
+            unreadable, and the tweets with 0..K crops (``crops_per_tweet``, a list).
+        object_source: where the K object crops came from (``detections`` | ``grounding`` |
+            ``rcnn`` | ``none``; None: read without images).
+        label_versions: each split's label version (``data.label_versions``; None: not known).
     """
     return {
         "run": str(cfg.run.name),
@@ -251,12 +256,19 @@ def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, 
         "truncated_tweets": {k: int(v) for k, v in truncated.items()},
         # None for a split read without images (data.use_images=false)
         "missing_images": {k: None if v is None else int(v) for k, v in missing_images.items()},
-        "image_counts": {k: None if v is None else {n: int(c) for n, c in (
-            v if isinstance(v, Mapping) else v.as_dict()).items()} for k, v in image_counts.items()},
+        "image_counts": {k: None if v is None else _plain_counts(v) for k, v in image_counts.items()},
+        "object_source": object_source,
+        "label_version": None if label_versions is None else dict(label_versions),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "git_commit": cfg.run.git_commit or git_commit(),  # fit records it at the start
         "versions": package_versions(),
     }
+
+
+def _plain_counts(counts: Any) -> dict[str, Any]:
+    """An ``ImageCounts`` (or its ``as_dict()``) as JSON: ints, and lists of ints."""
+    items = (counts if isinstance(counts, Mapping) else counts.as_dict()).items()
+    return {n: [int(x) for x in c] if isinstance(c, (list, tuple)) else int(c) for n, c in items}
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:

@@ -142,7 +142,8 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt: Path | None = None) ->
     results = build_results(
         cfg, best_epoch=best["epoch"], dev=best["scores"], test=system.test_scores,
         seconds_per_epoch=timer.mean, truncated=datamodule.truncated_counts,
-        missing_images=datamodule.missing_image_counts, image_counts=datamodule.image_counts)
+        missing_images=datamodule.missing_image_counts, image_counts=datamodule.image_counts,
+        object_source=datamodule.object_source, label_versions=datamodule.label_versions)
     results_path = write_json(run_dir / "results.json", results)
     (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)  # finished: nothing left to resume
 

@@ -213,13 +213,15 @@ def build_detector(settings: DetectorSettings = DetectorSettings()) -> tuple[tor
 
 
 def _read_image(path: Path) -> torch.Tensor | None:
-    """The image as a float (3, H, W) tensor in [0, 1], or None (with a warning) if unreadable."""
+    """The image as a float (3, H, W) tensor in [0, 1], or None (with a warning) if unreadable.
+    Decoded as training decodes it (``pixels.decode_rgb``: 16-bit kept, EXIF orientation ignored)."""
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
+    from bga_mner.data.pixels import decode_rgb
+
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        img = decode_rgb(path)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         log.warning("%s: unreadable image, skipped (%s)", path, e)
         return None

@@ -30,6 +30,8 @@ def _section_title(section: str, profile: str) -> str:
     name = section.replace("->", " → ")
     if profile == "smoke":
         return f"{name}: {SMOKE_NOTE}"
+    if section.endswith(")"):  # results.not_comparable: the reason is in the section's name
+        return f"{name}: not comparable to the paper"
     if section.split("->")[0] not in PAPER_DATASETS:
         return f"{name} (no paper numbers)"
     return name

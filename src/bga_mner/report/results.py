@@ -18,8 +18,12 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from omegaconf import OmegaConf
 
 from bga_mner import registry
 from bga_mner.report.statistics import Stat, TweetCounts, read_counts
@@ -44,8 +48,9 @@ class Setting:
     model: str                 # bga-mner | bert-crf (Fig. 5's two series of one experiment)
     dataset: str               # training set
     test_dataset: str          # = dataset, or the target of a cross-domain run
-    profile: str               # full | smoke
+    profile: str               # full | smoke | rehearsal
     train_limit: int | None = None  # data.train_limit: the training tweets of a data-limited run
+    labels: str | None = None  # the runs' label version (None: not recorded, runs before label versions)
 
     @property
     def standard(self) -> bool:
@@ -80,15 +85,41 @@ class RunResult:
         return self.setting.experiment
 
 
+@lru_cache(maxsize=1)
+def paper_label_version() -> str:
+    """The label version the paper used (``resources/label_versions.yaml``: ``umt-original``)."""
+    text = resources.files("bga_mner").joinpath("resources/label_versions.yaml").read_text("utf-8")
+    return str(OmegaConf.create(text).paper_version)
+
+
+def _labels(data: Mapping[str, Any]) -> str | None:
+    """A run's label version (``results.json``'s ``label_version``, per split): the paper's when
+    every split has it, else the other versions found (None: not recorded)."""
+    versions = set((data.get("label_version") or {}).values())
+    others = sorted(versions - {paper_label_version()})
+    return "+".join(others) if others else (paper_label_version() if versions else None)
+
+
+def not_comparable(s: Setting) -> str | None:
+    """Why runs of a paper data set cannot be compared with the paper's numbers (None: they can):
+    the rehearsal profile, or labels other than the version the paper used (docs/data.md)."""
+    if s.profile == "rehearsal":
+        return "rehearsal profile: synthetic images, tiny models"
+    if s.dataset in PAPER_DATASETS and s.labels is not None and s.labels != paper_label_version():
+        return f"labels {s.labels}, the paper used {paper_label_version()}"
+    return None
+
+
 def setting_of(data: Mapping[str, Any]) -> Setting:
-    """The setting a ``results.json`` records (every field has been written since the first release).
+    """The setting a ``results.json`` records (every field has been written since the first release,
+    but ``label_version``: runs before it have no recorded labels).
 
     Args:
         data: the parsed ``results.json``.
     """
     return Setting(experiment=data["experiment"], model=data["model"], dataset=data["dataset"],
                    test_dataset=data["test_dataset"], profile=data["profile"],
-                   train_limit=data["config"]["data"]["train_limit"])
+                   train_limit=data["config"]["data"]["train_limit"], labels=_labels(data))
 
 
 def read_run(path: Path) -> RunResult:
@@ -163,7 +194,9 @@ def metric(runs: Sequence[RunResult], group: str, name: str = "f1") -> Stat:
 
 def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sections:
     """Runs whose setting satisfies ``pred``, grouped by (section, profile) where section is the
-    data set, or ``source->target`` for a cross-domain run.
+    data set, or ``source->target`` for a cross-domain run, followed by `` (why)`` for runs that
+    cannot be compared with the paper (:func:`not_comparable`): such a section is no paper data set,
+    so no table looks up the paper's numbers for it.
 
     Args:
         results: the runs to choose from.
@@ -177,6 +210,8 @@ def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sec
         if pred(r.setting):
             s = r.setting
             section = s.dataset if s.test_dataset == s.dataset else f"{s.dataset}->{s.test_dataset}"
+            why = not_comparable(s)
+            section = f"{section} ({why})" if why else section
             out.setdefault((section, s.profile), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0] not in PAPER_DATASETS, kv[0])))
 

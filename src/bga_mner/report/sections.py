@@ -45,6 +45,8 @@ def heading(title: str, section: str, profile: str) -> str:
     name = section.replace("->", " → ")
     if profile == "smoke":
         return f"### {title} — {SMOKE_NOTE}" if name == "synthetic" else f"### {title} — {name}, {SMOKE_NOTE}"
+    if section.endswith(")"):  # results.not_comparable: the reason is in the section's name
+        return f"### {title} — {name} — not comparable to the paper"
     if section.split("->")[0] not in PAPER_DATASETS:
         return f"### {title} — {name} (no paper numbers for this data set)"
     return f"### {title} — {name}"

@@ -36,11 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bga_mner.devices import torch_device
     from bga_mner.data.detect import detect_folder
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if min(args.max_objects, args.batch_size, args.proposals) < 1:
         raise UserError("--max-objects, --batch-size and --proposals must be at least 1")
+    torch_device(args.device)  # a device this machine has, before any image is read
     stats = detect_folder(args.images_dir, args.out, weights=args.weights,
                           score_threshold=args.score_threshold, max_objects=args.max_objects,
                           device=args.device, batch_size=args.batch_size,

@@ -24,6 +24,10 @@
 # `bga-mner sweep TARGET` (SLURM job arrays, or local) reads its plan from `make -n TARGET
 # SWEEP_PLAN=1`: each unfinished run's recipe line then starts `sweep-plan <its results.json>
 # <the results.json it needs first, or -> `, and each job makes its run's results.json.
+# Dry runs stay dry: `make -n TARGET` runs nothing for any target (a recipe line that calls
+# $(MAKE) holds nothing else), so `bga-mner sweep TARGET --dry-run` works for every target.
+# A run's results.json is .PRECIOUS: make, stopped by a signal (a requeued sweep job, Ctrl-C),
+# never deletes the results of a run that finished as the signal came.
 
 EXP        := experiments
 FIG5_SIZES ?= 50 100 200 400
@@ -43,6 +47,8 @@ GPU_SLOT       = $(if $(strip $(GPUS)),$(BIN)/python -m bga_mner.gpu_slots --gpu
 # The start of a run's recipe line: its GPU slot, or with SWEEP_PLAN its plan entry.
 # $(1): the run's results.json, $(2): the results.json it needs first (- for none).
 run_prefix = $(if $(SWEEP_PLAN),sweep-plan $(1) $(2) ,$(GPU_SLOT))
+# The plan entry alone (runs that take no GPU slot: make claims).
+plan_prefix = $(if $(SWEEP_PLAN),sweep-plan $(1) $(2) ,)
 
 # One run. $(1): run name, $(2): experiment folder, $(3): data set, $(4): seed, $(5): more overrides.
 define FIT_RULE
@@ -85,6 +91,7 @@ PARAMS_JSON   := $(RUNS)/params-$(PROFILE)/params.json
 # profile would swap its backbones for the tiny patch-32 ones.
 LARGE_PARAMS_JSON := $(RUNS)/params-large/params.json
 ALL_RUNS      := $(sort $(ABLATION_RUNS) $(TABLE4_RUNS) $(TABLE7_RUNS) $(FIG5_RUNS) $(TABLE6_RUNS))
+.PRECIOUS: $(ALL_RUNS)
 
 $(PARAMS_JSON): | $(STAMP)
 	@mkdir -p $(@D)
@@ -167,13 +174,13 @@ claims_log = > $(CLAIMS_LOGS)/$(1).log 2>&1 || { tail -n 30 $(CLAIMS_LOGS)/$(1).
 define CLAIMS_FIT_RULE
 $(CLAIMS_RUNS)/$(1)-seed$(2)/results.json: | $(STAMP)
 	@mkdir -p $(CLAIMS_LOGS); echo "claims: fit $(1) seed $(2)"
-	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) fit --resume --config $(CLAIMS_CONFIG) run.name=$(1)-seed$(2) seed=$(2) paths.runs_dir=$(CLAIMS_RUNS) $(3) $(CLAIMS_OVERRIDES) $(call claims_log,$(1)-seed$(2))
+	@$(call plan_prefix,$(CLAIMS_RUNS)/$(1)-seed$(2)/results.json,-)OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) fit --resume --config $(CLAIMS_CONFIG) run.name=$(1)-seed$(2) seed=$(2) paths.runs_dir=$(CLAIMS_RUNS) $(3) $(CLAIMS_OVERRIDES) $(call claims_log,$(1)-seed$(2))
 endef
 # Table 4: the bga run of seed $(1) re-tested with real visual tokens
 define CLAIMS_TEST_RULE
 $(CLAIMS_RUNS)/bga_real_visual-seed$(1)/results.json: $(CLAIMS_RUNS)/bga-seed$(1)/results.json | $(STAMP)
 	@mkdir -p $(CLAIMS_LOGS); echo "claims: test bga seed $(1) with real visual tokens"
-	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) test --ckpt $(CLAIMS_RUNS)/bga-seed$(1)/checkpoints/best.ckpt --config $(EXP)/real_visual/config.yaml --out $(CLAIMS_RUNS)/bga_real_visual-seed$(1) --replace $(call claims_log,bga_real_visual-seed$(1))
+	@$(call plan_prefix,$(CLAIMS_RUNS)/bga_real_visual-seed$(1)/results.json,$(CLAIMS_RUNS)/bga-seed$(1)/results.json)OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) test --ckpt $(CLAIMS_RUNS)/bga-seed$(1)/checkpoints/best.ckpt --config $(EXP)/real_visual/config.yaml --out $(CLAIMS_RUNS)/bga_real_visual-seed$(1) --replace $(call claims_log,bga_real_visual-seed$(1))
 endef
 %/evidence.json: %/results.json | $(STAMP)
 	@echo "claims: evidence of $(*F)"
@@ -195,7 +202,11 @@ CLAIMS_EVIDENCE := $(call claims_fit,bga,) $(call claims_fit,bert_crf,$(BERT_CRF
 
 .PHONY: claims claims-runs
 claims-runs: $(CLAIMS_EVIDENCE)
+.PRECIOUS: $(CLAIMS_EVIDENCE:evidence.json=results.json)
 
+# the sub-make's line holds nothing else: `make -n claims` runs it as a dry run too (a line with
+# $(MAKE) is run under -n) and only prints the claims line
+CLAIMS_START := $(shell date +%s)
 claims: | $(STAMP) ## the paper's Section 4 claims on the synthetic benchmark: CPU, CLAIMS_SEEDS (5) seeds, ~1 h on 2 cores -> $(CLAIMS_RUNS)/claims.md (docs/claims.md)
-	@start=$$(date +%s); $(MAKE) --no-print-directory -j $(CLAIMS_JOBS) claims-runs || exit 1; \
-	$(BGA) claims $(CLAIMS_RUNS) && echo "make claims: $$(( ($$(date +%s) - start) / 60 )) min"
+	@$(MAKE) --no-print-directory -j $(CLAIMS_JOBS) claims-runs
+	@$(BGA) claims $(CLAIMS_RUNS) && echo "make claims: $$(( ($$(date +%s) - $(CLAIMS_START)) / 60 )) min"

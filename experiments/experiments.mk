@@ -32,6 +32,10 @@
 # `bga-mner sweep TARGET` (SLURM job arrays, or local) reads its plan from `make -n TARGET
 # SWEEP_PLAN=1`: each unfinished run's recipe line then starts `sweep-plan <its results.json>
 # <the results.json it needs first, or -> `, and each job makes its run's results.json.
+# Dry runs stay dry: `make -n TARGET` runs nothing for any target (a recipe line that calls
+# $(MAKE) holds nothing else), so `bga-mner sweep TARGET --dry-run` works for every target.
+# A run's results.json is .PRECIOUS: make, stopped by a signal (a requeued sweep job, Ctrl-C),
+# never deletes the results of a run that finished as the signal came.
 
 EXP        := experiments
 FIG5_SIZES ?= 50 100 200 400
@@ -50,6 +54,8 @@ GPU_SLOT       = $(if $(strip $(GPUS)),$(BIN)/python -m bga_mner.gpu_slots --gpu
 # The start of a run's recipe line: its GPU slot, or with SWEEP_PLAN its plan entry.
 # $(1): the run's results.json, $(2): the results.json it needs first (- for none).
 run_prefix = $(if $(SWEEP_PLAN),sweep-plan $(1) $(2) ,$(GPU_SLOT))
+# The plan entry alone (runs that take no GPU slot: make claims).
+plan_prefix = $(if $(SWEEP_PLAN),sweep-plan $(1) $(2) ,)
 
 # One run. $(1): run name, $(2): experiment folder, $(3): data set, $(4): seed, $(5): more overrides.
 define FIT_RULE
@@ -98,14 +104,14 @@ claims_log = > $(CLAIMS_LOGS)/$(1).log 2>&1 || { tail -n 30 $(CLAIMS_LOGS)/$(1).
 define CLAIMS_FIT_RULE
 $(CLAIMS_RUNS)/$(1)-seed$(2)/results.json: | $(STAMP)
 	@mkdir -p $(CLAIMS_LOGS); echo "claims: fit $(1) seed $(2)"
-	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) fit --resume --config $(CLAIMS_CONFIG) run.name=$(1)-seed$(2) seed=$(2) paths.runs_dir=$(CLAIMS_RUNS) $(3) $(CLAIMS_OVERRIDES) $(call claims_log,$(1)-seed$(2))
+	@$(call plan_prefix,$(CLAIMS_RUNS)/$(1)-seed$(2)/results.json,-)OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) fit --resume --config $(CLAIMS_CONFIG) run.name=$(1)-seed$(2) seed=$(2) paths.runs_dir=$(CLAIMS_RUNS) $(3) $(CLAIMS_OVERRIDES) $(call claims_log,$(1)-seed$(2))
 endef
 # A re-test, no training. $(1): setting, $(2): seed, $(3): experiment (its config.yaml: the test-time
 # overrides), $(4): the trained setting
 define CLAIMS_TEST_RULE
 $(CLAIMS_RUNS)/$(1)-seed$(2)/results.json: $(CLAIMS_RUNS)/$(4)-seed$(2)/results.json | $(STAMP)
 	@mkdir -p $(CLAIMS_LOGS); echo "claims: test $(4) seed $(2) with experiments/$(3)"
-	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) test --ckpt $(CLAIMS_RUNS)/$(4)-seed$(2)/checkpoints/best.ckpt --config $(EXP)/$(3)/config.yaml --out $(CLAIMS_RUNS)/$(1)-seed$(2) --replace $(call claims_log,$(1)-seed$(2))
+	@$(call plan_prefix,$(CLAIMS_RUNS)/$(1)-seed$(2)/results.json,$(CLAIMS_RUNS)/$(4)-seed$(2)/results.json)OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BGA) test --ckpt $(CLAIMS_RUNS)/$(4)-seed$(2)/checkpoints/best.ckpt --config $(EXP)/$(3)/config.yaml --out $(CLAIMS_RUNS)/$(1)-seed$(2) --replace $(call claims_log,$(1)-seed$(2))
 endef
 %/evidence.json: %/results.json | $(STAMP)
 	@echo "claims: evidence of $(*F)"
@@ -130,6 +136,7 @@ $(REGISTRY_MK): $(EXP) $(wildcard $(EXP)/*/README.md $(EXP)/*/config.yaml) src/b
 include $(REGISTRY_MK)
 endif
 CLAIMS_EVIDENCE += $(foreach a,$(CLAIMS_ALPHAS),$(call claims_fit,$(CLAIMS_REFERENCE)_alpha$(a),model.alpha=$(a)))
+.PRECIOUS: $(ALL_RUNS)
 
 PARAMS_JSON   := $(RUNS)/params-$(PROFILE)/params.json
 # Not in the paper: the counts of experiments/large (XLM-R-large + ViT-L/14). No profile: the smoke
@@ -197,7 +204,11 @@ wandb-sync: | $(STAMP) ## upload the offline W&B runs under RUNS (after `wandb l
 
 .PHONY: claims claims-runs
 claims-runs: $(CLAIMS_EVIDENCE)
+.PRECIOUS: $(CLAIMS_EVIDENCE:evidence.json=results.json)
 
+# the sub-make's line holds nothing else: `make -n claims` runs it as a dry run too (a line with
+# $(MAKE) is run under -n) and only prints the claims line
+CLAIMS_START := $(shell date +%s)
 claims: | $(STAMP) ## the paper's Section 4 claims on the synthetic benchmark: CPU, CLAIMS_SEEDS (5) seeds, ~1 h on 2 cores -> $(CLAIMS_RUNS)/claims.md (docs/claims.md)
-	@start=$$(date +%s); $(MAKE) --no-print-directory -j $(CLAIMS_JOBS) claims-runs || exit 1; \
-	$(BGA) claims $(CLAIMS_RUNS) && echo "make claims: $$(( ($$(date +%s) - start) / 60 )) min"
+	@$(MAKE) --no-print-directory -j $(CLAIMS_JOBS) claims-runs
+	@$(BGA) claims $(CLAIMS_RUNS) && echo "make claims: $$(( ($$(date +%s) - $(CLAIMS_START)) / 60 )) min"

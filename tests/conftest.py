@@ -19,6 +19,20 @@ SMOKE_FIT = ("run.profile=smoke", "data.synthetic.train=32", "data.synthetic.val
              "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false")
 
 
+def error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run the command line in-process; assert exit status 2, no traceback, and ONE error line
+    ``bga-mner <command>: error: ...``; return it."""
+    from bga_mner.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"bga-mner {argv[0]}: error: ")]
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    return lines[0]
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: tiny models on a shared 2-core machine run fastest so, and

@@ -52,7 +52,9 @@ def test_out_writes_a_run_folder_with_the_source_runs_training_facts(evaluations
     runs, source, missing, _ = evaluations
     results = json.loads((missing / "results.json").read_text())
     assert set(results) == RESULT_KEYS
-    assert results["evaluated_from"] == str(runs / "bga_mner-synthetic-seed42")
+    # relative to the evaluation's folder: the runs folder can move as a whole
+    assert results["evaluated_from"] == "../bga_mner-synthetic-seed42"
+    assert (missing / results["evaluated_from"]).resolve() == (runs / "bga_mner-synthetic-seed42").resolve()
     assert results["run"] == missing.name and results["experiment"] == "modality_missing"
     for key in ("best_epoch", "dev", "seconds_per_epoch", "dataset", "model", "seed", "profile"):
         assert results[key] == source[key], key
@@ -102,7 +104,7 @@ def test_out_refuses_a_finished_run_and_a_loose_checkpoint_has_no_training_facts
     run_cli("test", "--ckpt", str(loose), "--out", str(tmp_path / "runs" / "loose"))
     results = json.loads((tmp_path / "runs" / "loose" / "results.json").read_text())
     assert results["best_epoch"] is results["dev"] is results["seconds_per_epoch"] is None
-    assert results["evaluated_from"] == str(loose.resolve())
+    assert results["evaluated_from"] == "../../model.pt"  # the loose file, from runs/loose
     assert results["experiment"] is None  # the smoke fit had none, and the test names none
 
 

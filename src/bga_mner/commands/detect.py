@@ -12,6 +12,7 @@ import argparse
 import logging
 
 from bga_mner.data.detect import BATCH_SIZE, WEIGHTS, DetectorSettings, detect_folder
+from bga_mner.devices import torch_device
 from bga_mner.errors import UserError
 
 
@@ -42,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if min(args.max_objects, args.batch_size, args.proposals) < 1:
         raise UserError("--max-objects, --batch-size and --proposals must be at least 1")
+    torch_device(args.device)  # a device this machine has, before any image is read
     settings = DetectorSettings(weights=args.weights, score_threshold=args.score_threshold,
                                 max_objects=args.max_objects, min_size=args.min_size,
                                 max_size=args.max_size, proposals=args.proposals)

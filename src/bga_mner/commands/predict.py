@@ -25,6 +25,7 @@ from typing import Sequence, TextIO
 
 from omegaconf import OmegaConf
 
+from bga_mner.atomic import output
 from bga_mner.build import real_context
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.data.spans import bio_to_spans
@@ -66,8 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from bga_mner.models.backbones import load_tokenizer
 
+    from bga_mner.devices import torch_device
+
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    device = torch_device(args.device)
     # the input first: a bad line is reported before the model is loaded
     if args.input == "-":
         stdin = getattr(sys.stdin, "buffer", None)
@@ -87,15 +91,11 @@ def main(args: argparse.Namespace) -> int:
                           build_visual=False)
     stats = TagStats()
     tags = tag_tweets(system, load_tokenizer(system.cfg.model.text_encoder), tweets,
-                      batch_size=args.batch_size, device=args.device, stats=stats)
+                      batch_size=args.batch_size, device=device, stats=stats)
     if stats.windowed:
         print(f"bga-mner predict: {stats.windowed} of {stats.tweets} tweets longer than the model's "
               f"window ({system.cfg.data.max_length} word pieces) tagged in {stats.windows} "
               f"overlapping windows", file=sys.stderr)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            write_predictions(f, tweets, tags, args.format)
-    else:
-        write_predictions(sys.stdout, tweets, tags, args.format)
+    with output(args.out) as out:  # --out: complete or absent, never cut mid-line
+        write_predictions(out, tweets, tags, args.format)
     return 0

@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "slots, else 1; slurm: the job array's %%N cap, default submitit's 256)")
     parser.add_argument("--time", type=_positive, default=None, metavar="MINUTES",
                         help="time limit of one run (required with slurm: sbatch --time)")
+    parser.add_argument("--signal-lead", type=_positive, default=SlurmOptions.signal_lead_s, metavar="SECONDS",
+                        help="SLURM signals a job this long before its time limit (and on "
+                             "preemption): the job stops its run (SIGTERM; it keeps its last "
+                             "finished epoch) and is requeued, and the run continues (default %(default)s)")
     slurm = parser.add_argument_group("slurm (sbatch options of each job)")
     slurm.add_argument("--partition", default=None, help="sbatch --partition")
     slurm.add_argument("--nodes", type=_positive, default=SlurmOptions.nodes,
@@ -99,14 +103,15 @@ def main(args: argparse.Namespace) -> int:
         options = SlurmOptions(time_min=args.time, partition=args.partition, nodes=args.nodes,
                                gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                mem_gb=args.mem_gb, jobs=args.jobs, extra=dict(args.sbatch),
-                               setup=list(args.setup))
+                               setup=list(args.setup), signal_lead_s=args.signal_lead)
         submit_slurm(plan, logs, options)
         print(f"logs in {logs}; when the jobs have ended, `{make_line}` writes the report (and "
               f"runs nothing finished); `bga-mner sweep` again resubmits what did not finish")
         return 0
     gpus = next((v.split("=", 1)[1] for v in reversed(args.variables) if v.startswith("GPUS=")), None)
     slots = parse_slots(gpus) if gpus else []  # each job's make takes one (GPUS is passed on)
-    outcome = run_local(plan, logs, jobs=args.jobs or max(1, len(slots)), timeout_min=args.time)
+    outcome = run_local(plan, logs, jobs=args.jobs or max(1, len(slots)), timeout_min=args.time,
+                        signal_lead_s=args.signal_lead)
     print(f"{len(outcome.succeeded)} finished, {len(outcome.failed)} failed, {len(outcome.skipped)} "
           f"skipped (logs in {logs})")
     if outcome.failed or outcome.skipped:

@@ -50,6 +50,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from bga_mner.atomic import atomic_write_text
 from transformers import PreTrainedTokenizerBase
 
 from bga_mner.config import ConfigError, DataConfig, section
@@ -331,7 +333,7 @@ class MNERDataModule(L.LightningDataModule):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             record = {"dataset": self.name, "n": int(n), "seed": self.seed,
                       "indices": chosen, "ids": self.train_subset_ids}
-            (self.run_dir / "train_subset.json").write_text(json.dumps(record, indent=1) + "\n")
+            atomic_write_text(self.run_dir / "train_subset.json", json.dumps(record, indent=1) + "\n")
         log.info("train: data-limited to %d of %d tweets (seed %d)", len(subset), len(train), self.seed)
         return subset
 

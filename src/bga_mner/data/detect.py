@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ import torch
 
 from bga_mner.data.detect_resume import (PARTIAL_HEADER_KEY, PartialWriter,  # noqa: F401 (re-exported)
                                          partial_lines, partial_path)
+from bga_mner.atomic import atomic_open
 from bga_mner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -159,18 +159,10 @@ def read_objects(path: str | Path) -> dict[str, Detections]:
 
 
 def write_objects(path: str | Path, detections: Sequence[Detections]) -> None:
-    """Write detections as JSONL, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for det in detections:
-                f.write(det.sorted().to_json() + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write detections as JSONL, atomically (``atomic.atomic_open``)."""
+    with atomic_open(path) as f:
+        for det in detections:
+            f.write(det.sorted().to_json() + "\n")
 
 
 def list_images(images_dir: str | Path) -> list[Path]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from bga_mner.atomic import atomic_write
 from bga_mner.data.crops import box_status  # noqa: F401 (re-exported)
 from bga_mner.data.crops import BoxCrops, FileCrops, cache_params
 from bga_mner.data.detect import IMAGE_EXTENSIONS, Detections
@@ -174,15 +174,9 @@ class ImageStore:
         return {"image": image.contiguous(), "crops": crops_t.contiguous()}
 
     def _write(self, file: Path, entry: dict[str, torch.Tensor]) -> None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # a cache entry: renamed into place, not fsynced (a lost one is rebuilt); a full disk
+        # names the entry (atomic_write)
+        atomic_write(file, lambda tmp: torch.save(entry, tmp), durable=False)
 
     def _read_cached(self, file: Path | None, mmap: bool = False) -> dict[str, torch.Tensor] | None:
         if file is None or not file.is_file():

@@ -11,7 +11,9 @@ finished meanwhile.
 
 - ``plan.py``: the plan (:class:`plan.Plan`: runs in waves) and each run's job command;
 - ``launch.py``: the launchers. ``local`` (:func:`launch.run_local`): submitit's ``LocalExecutor``
-  on this machine; ``slurm`` (:func:`launch.submit_slurm`): one job array per wave.
+  on this machine; ``slurm`` (:func:`launch.submit_slurm`): one job array per wave;
+- ``job.py``: what a job runs (:class:`job.MakeJob`: the make in its own process group, stopped
+  with SIGTERM and requeued on SLURM's signal before the time limit or on preemption).
 
 Imports nothing from the package but the error base class; ``submitit`` is imported by the
 launchers only.

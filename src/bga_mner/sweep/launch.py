@@ -9,6 +9,13 @@
   Lightning's SLURM environment joins into one DDP run (``trainer.devices=G
   trainer.num_nodes=N trainer.strategy=ddp`` through the make variable ``OVERRIDES``).
 
+Preemption and time limits: each job is a :class:`bga_mner.sweep.job.MakeJob`, which submitit
+checkpoints. SLURM signals a job ``--signal-lead`` seconds before its end (submitit's
+``--signal=USR2@<lead>``; on preemption at once); the job then stops its make with SIGTERM (the fit
+exits 143, its last finished epoch kept in ``last.ckpt``) and submitit requeues it (``scontrol
+requeue``; the local launcher restarts it). The requeued job runs the same ``make``, whose fit
+continues with ``--resume``.
+
 ``submitit`` is imported by the launchers only.
 """
 
@@ -16,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -24,15 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bga_mner.sweep.job import MakeJob
 from bga_mner.sweep.plan import Plan, PlanItem, SweepError, job_command
 
 LAUNCHERS = ("slurm", "local")
 # LocalExecutor needs a time limit; without --time a local job gets one it never reaches.
 NO_LIMIT_MIN = 60 * 24 * 365
-
-
-class JobFailedError(RuntimeError):
-    """A job's make exited with a non-zero status (the run's own error is in the job's log)."""
+SIGNAL_LEAD_S = 120  # seconds before a job's time limit at which it stops its run and is requeued
 
 
 def ddp_overrides(nodes: int, gpus_per_node: int) -> list[str]:
@@ -60,28 +64,6 @@ def with_overrides(variables: Sequence[str], overrides: Sequence[str]) -> list[s
     return ["OVERRIDES=" + " ".join([*user[-1:], *overrides])]
 
 
-def run_job(command: list[str], env: dict[str, str | None]) -> int:
-    """What a job runs: ``command`` with ``env`` applied (None removes a variable).
-
-    Args:
-        command: program and arguments (:func:`job_command`).
-        env: environment changes.
-
-    Raises:
-        JobFailedError: the command exited with a non-zero status.
-    """
-    environ = dict(os.environ)
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    status = subprocess.run(command, env=environ).returncode
-    if status != 0:
-        raise JobFailedError(f"`{shlex.join(command)}` exited with status {status}")
-    return 0
-
-
 @dataclass
 class LocalOutcome:
     """What a local sweep did: the run names that succeeded, failed, or were skipped (their trained
@@ -93,7 +75,7 @@ class LocalOutcome:
 
 
 def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float | None = None,
-              poll_s: float = 0.5,
+              poll_s: float = 0.5, signal_lead_s: int = SIGNAL_LEAD_S,
               echo: Callable[[str], Any] = print) -> LocalOutcome:
     """Run the plan on this machine with submitit's ``LocalExecutor``, at most ``jobs`` at once.
 
@@ -104,14 +86,16 @@ def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float 
         jobs: jobs at the same time. With ``GPUS=...`` among the plan's variables each job's make
             takes a GPU slot (:mod:`bga_mner.gpu_slots`); without, a job sees the GPUs this
             process sees.
-        timeout_min: time limit of one job in minutes (None: none).
+        timeout_min: time limit of one job in minutes (None: none); ``signal_lead_s`` before it
+            the job stops its run and is restarted (it continues from its last finished epoch).
         poll_s: seconds between checks of the running jobs.
+        signal_lead_s: see ``timeout_min``.
         echo: where progress lines go.
     """
     import submitit
 
-    executor = submitit.AutoExecutor(folder=folder, cluster="local")
-    executor.update_parameters(timeout_min=int(timeout_min or NO_LIMIT_MIN))
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=int(timeout_min or NO_LIMIT_MIN), signal_delay_s=signal_lead_s)
     # LocalExecutor hides every GPU (CUDA_VISIBLE_DEVICES=""); a job sees what this process sees.
     env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
     outcome = LocalOutcome()
@@ -128,7 +112,7 @@ def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float 
                 echo(f"skipped {item.name}: its trained run failed")
             elif (item.after is None or ended.get(item.after)) and len(running) < max(1, jobs):
                 waiting.remove(item)
-                job = executor.submit(run_job, job_command(plan, item), env)
+                job = executor.submit(MakeJob(), job_command(plan, item), env)
                 started += 1
                 running[item.output] = (item, job)
                 echo(f"[{started}/{n}] started {item.name} (local job {job.job_id})")
@@ -170,6 +154,8 @@ class SlurmOptions:
         jobs: at most this many jobs of an array at once (None: no cap of ours).
         extra: more sbatch options, e.g. ``{"account": "abc", "qos": "high"}``.
         setup: shell lines run before the job (``module load cuda``, ...).
+        signal_lead_s: seconds before the time limit at which SLURM signals the job, which then
+            stops its run and is requeued (submitit's ``--signal=USR2@<lead>``).
     """
 
     time_min: int
@@ -181,6 +167,7 @@ class SlurmOptions:
     jobs: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
+    signal_lead_s: int = SIGNAL_LEAD_S
 
     def parameters(self, name: str) -> dict[str, Any]:
         """submitit ``AutoExecutor.update_parameters`` keywords of these options.
@@ -189,7 +176,8 @@ class SlurmOptions:
             name: the job name.
         """
         params: dict[str, Any] = {"name": name, "timeout_min": self.time_min, "nodes": self.nodes,
-                                  "tasks_per_node": max(1, self.gpus_per_node)}
+                                  "tasks_per_node": max(1, self.gpus_per_node),
+                                  "slurm_signal_delay_s": self.signal_lead_s}
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
         if self.cpus_per_task is not None:
@@ -200,8 +188,8 @@ class SlurmOptions:
             params["slurm_partition"] = self.partition
         if self.jobs:
             params["slurm_array_parallelism"] = self.jobs
-        if self.extra:
-            params["slurm_additional_parameters"] = dict(self.extra)
+        # requeue-able: SLURM's own requeue (preemption, node failure) reruns the job as well
+        params["slurm_additional_parameters"] = {"requeue": True, **self.extra}
         if self.setup:
             params["slurm_setup"] = list(self.setup)
         return params
@@ -238,7 +226,7 @@ def submit_slurm(plan: Plan, folder: str | Path, options: SlurmOptions,
         if previous is not None:
             executor.update_parameters(slurm_dependency=f"afterany:{previous}")
         with executor.batch():
-            jobs = [executor.submit(run_job, job_command(plan, item, extra), {}) for item in wave]
+            jobs = [executor.submit(MakeJob(), job_command(plan, item, extra), {}) for item in wave]
         previous = str(jobs[0].job_id).split("_")[0]
         submitted.append(jobs)
         after = f", after job {submitted[-2][0].job_id.split('_')[0]}" if depth else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,20 @@ SMOKE_FIT = ("run.profile=smoke", "data.synthetic.train=32", "data.synthetic.val
              "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false")
 
 
+def error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run the command line in-process; assert exit status 2, no traceback, and ONE error line
+    ``bga-mner <command>: error: ...``; return it."""
+    from bga_mner.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"bga-mner {argv[0]}: error: ")]
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    return lines[0]
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: tiny models on a shared 2-core machine run fastest so, and
@@ -39,6 +54,14 @@ def one_thread():
 def smoke_cache(tmp_path_factory) -> Path:
     """``paths.cache_dir`` shared by the session's smoke fits (synthetic set + image cache)."""
     return tmp_path_factory.mktemp("smoke-cache")
+
+
+def as_experiment(run_dir: Path, experiment: str) -> None:
+    """Record a run folder's ``results.json`` as a run of ``experiment`` (the registry's key, which
+    places it in the report's tables), as if made with ``--config experiments/<experiment>/config.yaml``."""
+    path = run_dir / "results.json"
+    path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")) | {"experiment": experiment}),
+                    encoding="utf-8")
 
 
 def fit_cli(runs_dir: Path, cache_dir: Path, *overrides: str) -> str:

@@ -2,6 +2,14 @@
 naming the file (and line), exit status 2, no traceback; and the tagging of long or oddly broken
 raw text loses no word.
 
+This file holds bad input FILES (data splits, objects, images, predictions, checkpoints, raw
+text); its successors hold the other classes: ``test_bad_values.py`` (config values, switches, run
+names, devices, a config file that is not a mapping: refused before anything is created),
+``test_os_errors.py`` (a full disk, a read-only file system, a broken pipe, a signal outside a
+fit), ``test_resume.py`` (a signal during a fit, a moved run folder, an unreadable ``last.ckpt``,
+``weights_only``), ``test_writes.py`` (writes only where asked), ``test_sweep.py`` (requeue,
+dry runs).
+
 One test per bad input (the command line runs in-process), then unit tests of the objects/images
 counts and of the windowed tagging of long tweets. Data problems are caught when the data module
 is set up, before the first training step: the fit cases end in well under a second each.
@@ -16,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import error_line
 from omegaconf import OmegaConf
 
 from bga_mner.cli import main
@@ -26,17 +35,6 @@ from bga_mner.inference import INFERENCE_FORMAT, TagStats, merge_windows, plan_w
 FIXTURES = Path(__file__).parent / "fixtures"
 TWEETS = FIXTURES / "tweets"
 GOOD_OBJECTS = '{"image_id": "fx1", "boxes": [[2, 3, 30, 40]], "scores": [0.5], "labels": [1], "names": ["person"]}'
-
-
-def error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run the command line; assert exit status 2, no traceback, and ONE error line; return it."""
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith(f"bga-mner {argv[0]}: error: ")]
-    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
-    return lines[0]
 
 
 @pytest.fixture
@@ -139,7 +137,8 @@ def test_image_counts_go_into_results_json() -> None:
     assert results["missing_images"] == {"train": 3, "valid": None}  # missing + unreadable
     assert json.loads(json.dumps(results["image_counts"])) == {
         "train": {"tweets": 10, "missing": 1, "unreadable": 2, "boxes_clipped": 3,
-                  "boxes_dropped": 4}, "valid": None}
+                  "boxes_dropped": 4, "unlisted": 0, "beyond_k": 0, "crops_missing": 0,
+                  "crops_unreadable": 0, "crops_per_tweet": []}, "valid": None}
 
 
 # --------------------------------------------------------------------------- stats and score

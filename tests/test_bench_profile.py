@@ -12,9 +12,10 @@ import json
 
 import torch
 
-from bga_mner.benchmark import format_table, profile_step, step_flops, step_random_draws
+from bga_mner.benchmark import format_table
 from bga_mner.cli import main
 from bga_mner.models.labels import label
+from bga_mner.profiling import profile_step, step_flops, step_random_draws
 
 BGA_PARTS = {"text layers", "visual embedding", "visual blocks", "samplers", "generator precompute",
              "t2v recon", "v2t recon", "t2v cycle", "v2t cycle", "generation losses", "hybrid extra keys",

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bga_mner.report.claims import (build_claims, claim_fig3, claim_fig4, claim_fig5, claim_table2,
-                                    claim_table3, claim_table4, demo_summary, fig5_sizes,
-                                    load_claims_runs)
-from bga_mner.report.statistics import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, TweetCounts,
-                                        bootstrap_contrast, ci_verdict, ratio_terms)
+from bga_mner import registry, registry_make
+from bga_mner.registry import REFERENCE
+from bga_mner.report.bootstrap import bootstrap_contrast, ci_verdict, ratio_terms
+from bga_mner.report.claim_rules import (claim_fig3, claim_fig4, claim_fig5, claim_table2, claim_table3,
+                                         claim_table4, fig5_settings, fig5_sizes, load_claims_runs)
+from bga_mner.report.claims import build_claims, demo_summary
+from bga_mner.report.statistics import CONTRADICTED, INCONCLUSIVE, SUPPORTED, TweetCounts
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("PER", "LOC", "ORG", "MISC")
@@ -27,9 +29,9 @@ TYPES = ("PER", "LOC", "ORG", "MISC")
 def quick_aso(monkeypatch):
     """ASO with 100 bootstrap iterations instead of 1,000: the hand-made differences are clear-cut,
     and each comparison takes seconds at the default."""
-    from bga_mner.report import statistics
+    from bga_mner.report import significance
 
-    monkeypatch.setattr(statistics, "ASO_ITERATIONS", 100)
+    monkeypatch.setattr(significance, "ASO_ITERATIONS", 100)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -102,7 +104,7 @@ def _counts(correct: int, rng: np.random.Generator) -> dict:
 
 
 def _write_run(root: Path, setting: str, seed: int, correct: int, evidence: dict | None = None,
-               **model: object) -> None:
+               alpha: float = 0.001) -> None:
     run = root / f"{setting}-seed{seed}"
     (run / "predictions").mkdir(parents=True)
     counts = _counts(correct, np.random.default_rng(seed * 1000 + correct))
@@ -111,15 +113,24 @@ def _write_run(root: Path, setting: str, seed: int, correct: int, evidence: dict
     use_mcg = not setting.startswith(("bert_crf", "text_"))
     limit = int(setting.split("_n")[1]) if "_n" in setting else None
     (run / "results.json").write_text(json.dumps({
-        "run": run.name, "seed": seed, "dataset": "synthetic", "model": "bga-mner" if use_mcg else "bert-crf",
-        "test": {"overall": scores}, "config": {"model": {"use_mcg": use_mcg, **model},
-                                                "data": {"train_limit": limit, "synthetic": {"train": 400}}}}))
+        "run": run.name, "experiment": "claims", "seed": seed, "dataset": "synthetic", "test_dataset": "synthetic",
+        "profile": "full", "model": "bga-mner" if use_mcg else "bert-crf", "test": {"overall": scores},
+        "config": {"model": {"use_mcg": use_mcg, "alpha": alpha},
+                   "data": {"train_limit": limit, "synthetic": {"train": 400}}}}))
     (run / "predictions" / "test_counts.json").write_text(json.dumps(counts))
     ev = {"slices": {"image_told": counts, "unseen": counts}}
     (run / "evidence.json").write_text(json.dumps({**ev, **(evidence or {})}))
 
 
+def _ablations() -> list[str]:
+    """The claims settings of Table 3's ablations (the registry's rows but full BGA-MNER and BERT-CRF)."""
+    return [exp.claims for exp, _ in registry.rows("3") if exp.claims and exp.name not in (REFERENCE, "bert_crf")]
+
+
 def _claims_folder(root: Path, bga: int, text: int, seeds=(1, 2, 3, 4, 5)) -> Path:
+    """Every setting of make claims (the registry's), BGA-MNER at ``bga`` of 40 entities found, BERT-CRF
+    at ``text``, the ablations at ``text + 1``, and at 50 training tweets BGA 12 above, TEXT 12 below."""
+    bga_n, text_n = fig5_settings()
     for i, s in enumerate(seeds):
         _write_run(root, "bga", s, bga + i % 2, evidence={
             "retrieval": {"ids": [f"t{k}" for k in range(20)], "n": 20, "hit_at_1": [1] * 10 + [0] * 10,
@@ -127,12 +138,24 @@ def _claims_folder(root: Path, bga: int, text: int, seeds=(1, 2, 3, 4, 5)) -> Pa
             "keep": {"ids": [f"t{k}" for k in range(20)], "entity": [[9, 10]] * 20,
                      "filler": [[5, 10]] * 20, "crops": [[3, 4]] * 20, "global": [[1, 4]] * 20}})
         _write_run(root, "bert_crf", s, text + i % 2)
-        for key in ("wo_scs", "wo_cycle", "wo_scs_cycle"):
-            _write_run(root, key, s, text + 1 + i % 2, use_scs=key != "wo_cycle")
-        _write_run(root, "bga_real_visual", s, bga + i % 2, inference_visual="real")
-        _write_run(root, "bga_n50", s, text + 12 + i % 2)
-        _write_run(root, "text_n50", s, text - 12 + i % 2)
+        for key in _ablations():
+            _write_run(root, key, s, text + 1 + i % 2)
+        _write_run(root, registry.claims_setting("real_visual"), s, bga + i % 2)
+        _write_run(root, f"{bga_n}50", s, text + 12 + i % 2)
+        _write_run(root, f"{text_n}50", s, text - 12 + i % 2)
+        _write_run(root, "bga_alpha1", s, bga - 2 + i % 2, alpha=1.0)
     return root
+
+
+def test_the_claims_settings_are_the_registrys():
+    """bga is full BGA-MNER, bert_crf BERT-CRF: the demo and the claims name them so; the make rules
+    name every setting of the registry."""
+    assert registry.claims_setting(REFERENCE) == "bga" and registry.claims_setting("bert_crf") == "bert_crf"
+    assert _ablations()[:3] == ["wo_scs", "wo_cycle", "wo_scs_cycle"] and fig5_settings() == ("bga_n", "text_n")
+    rules = registry_make.make_rules(registry.experiments())
+    for exp in registry.experiments().values():
+        for name in filter(None, [exp.claims, *(v.claims for v in exp.variants)]):
+            assert f"claims_fit,{name}" in rules or f"claims_test,{name}," in rules, name
 
 
 def test_claims_on_runs_where_bga_wins(tmp_path):
@@ -141,7 +164,7 @@ def test_claims_on_runs_where_bga_wins(tmp_path):
     assert row[-1] == SUPPORTED
     assert row[1].startswith("Δ +25.00 ± 0.00")  # (34 - 24) / 40 tweets, every seed
     row, details = claim_table3(runs)
-    assert row[-1] == SUPPORTED and [d[-1] for d in details] == [SUPPORTED] * 3
+    assert row[-1] == SUPPORTED and [d[-1] for d in details] == [SUPPORTED] * len(_ablations())
     row, _ = claim_table4(runs)  # identical generated and real runs: no difference shown
     assert row[-1].startswith(INCONCLUSIVE) and "Δ +0.00" in row[1]
     row, _ = claim_fig3(runs)
@@ -155,6 +178,10 @@ def test_claims_on_runs_where_bga_wins(tmp_path):
     assert "+35.00 ± 0.00" in row[1] and row[-1] == SUPPORTED and len(details) == 2
     text = build_claims(tmp_path)
     assert text.count("| supported |") >= 6 and "n = 400" in text
+    # the alpha table: each setting's alpha from its runs' config (the default's too), ascending
+    alpha_rows = [line.split(" | ")[0] for line in text.split("## The generation-loss weight α")[1].splitlines()
+                  if line.startswith("| ") and not line.startswith("| α")]
+    assert alpha_rows == ["| 0.001", "| 1"]
 
 
 def test_claims_on_runs_where_bga_loses(tmp_path):

@@ -19,7 +19,8 @@ from bga_mner.run import make_run_dir
 
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
                "best_epoch", "dev", "test", "seconds_per_epoch", "truncated_tweets",
-               "missing_images", "image_counts", "config", "git_commit", "versions"}
+               "missing_images", "image_counts", "object_source", "label_version", "config", "git_commit",
+               "versions"}
 GROUPS = {"overall", "PER", "LOC", "ORG", "MISC"}
 
 
@@ -54,6 +55,10 @@ def test_fit_writes_every_run_file(smoke_run, smoke_cache):
     _scores_ok(results["test"])
     assert set(results["truncated_tweets"]) == set(results["missing_images"]) == {"train", "valid", "test"}
     assert results["missing_images"]["train"] > 0  # the synthetic set leaves ~10% without image
+    assert results["object_source"] == "detections"  # its objects.jsonl
+    assert results["label_version"] == {"train": "unknown", "valid": "unknown", "test": "unknown"}
+    counts = results["image_counts"]["train"]
+    assert len(counts["crops_per_tweet"]) == 4 and sum(counts["crops_per_tweet"]) == counts["tweets"]
     commit = results["git_commit"]
     assert commit is None or len(commit.removesuffix("-dirty")) == 40
     assert results["config"]["run"]["git_commit"] == commit  # recorded when the run started

@@ -14,11 +14,13 @@ from omegaconf import OmegaConf
 
 from bga_mner.cli import main
 from bga_mner.report import load_results, render_table2, render_table4, render_table7
+from conftest import as_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
                "best_epoch", "dev", "test", "seconds_per_epoch", "truncated_tweets",
-               "missing_images", "image_counts", "config", "git_commit", "versions", "evaluated_from"}
+               "missing_images", "image_counts", "object_source", "label_version", "config", "git_commit",
+               "versions", "evaluated_from"}
 
 
 def run_cli(*argv: str) -> str:
@@ -35,6 +37,7 @@ def evaluations(smoke_run, tmp_path_factory) -> tuple[Path, dict, Path, Path]:
     runs = tmp_path_factory.mktemp("eval-runs")
     trained = runs / "bga_mner-synthetic-seed42"
     shutil.copytree(source_dir, trained, ignore=shutil.ignore_patterns("wandb", "csv"))
+    as_experiment(trained, "bga_mner")  # as make reproduce-table2 runs it: the report places it in Tables 2-7
     ckpt = str(trained / "checkpoints" / "best.ckpt")
     missing, real = runs / "modality_missing-synthetic-seed42", runs / "real_visual-synthetic-seed42"
     printed = run_cli("test", "--ckpt", ckpt, "--config",
@@ -49,7 +52,9 @@ def test_out_writes_a_run_folder_with_the_source_runs_training_facts(evaluations
     runs, source, missing, _ = evaluations
     results = json.loads((missing / "results.json").read_text())
     assert set(results) == RESULT_KEYS
-    assert results["evaluated_from"] == str(runs / "bga_mner-synthetic-seed42")
+    # relative to the evaluation's folder: the runs folder can move as a whole
+    assert results["evaluated_from"] == "../bga_mner-synthetic-seed42"
+    assert (missing / results["evaluated_from"]).resolve() == (runs / "bga_mner-synthetic-seed42").resolve()
     assert results["run"] == missing.name and results["experiment"] == "modality_missing"
     for key in ("best_epoch", "dev", "seconds_per_epoch", "dataset", "model", "seed", "profile"):
         assert results[key] == source[key], key
@@ -99,7 +104,7 @@ def test_out_refuses_a_finished_run_and_a_loose_checkpoint_has_no_training_facts
     run_cli("test", "--ckpt", str(loose), "--out", str(tmp_path / "runs" / "loose"))
     results = json.loads((tmp_path / "runs" / "loose" / "results.json").read_text())
     assert results["best_epoch"] is results["dev"] is results["seconds_per_epoch"] is None
-    assert results["evaluated_from"] == str(loose.resolve())
+    assert results["evaluated_from"] == "../../model.pt"  # the loose file, from runs/loose
     assert results["experiment"] is None  # the smoke fit had none, and the test names none
 
 

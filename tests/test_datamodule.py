@@ -77,10 +77,17 @@ def test_missing_and_unreadable_images_flagged_not_replaced(
     assert dm.missing_image_counts == {"train": 1, "valid": 1, "test": 0}  # fx4 absent, fx7 corrupt
     # apart: fx4 has no file (train), fx7 does not decode (valid); fx3's boxes: one clipped, one
     # outside its image (dropped)
+    # crops per tweet: train fx1 (3 of its 4 boxes: one past K), fx2, fx3 (1 each), fx4 (no
+    # image), fx5 (no box); valid fx6 (2), fx7 (unreadable), fx8 (no entry in objects.jsonl)
+    zero = {"crops_missing": 0, "crops_unreadable": 0}
     assert {s: c.as_dict() for s, c in dm.image_counts.items()} == {
-        "train": {"tweets": 5, "missing": 1, "unreadable": 0, "boxes_clipped": 1, "boxes_dropped": 1},
-        "valid": {"tweets": 3, "missing": 0, "unreadable": 1, "boxes_clipped": 0, "boxes_dropped": 0},
-        "test": {"tweets": 4, "missing": 0, "unreadable": 0, "boxes_clipped": 0, "boxes_dropped": 0}}
+        "train": {"tweets": 5, "missing": 1, "unreadable": 0, "boxes_clipped": 1, "boxes_dropped": 1,
+                  "unlisted": 0, "beyond_k": 1, **zero, "crops_per_tweet": [2, 2, 0, 1]},
+        "valid": {"tweets": 3, "missing": 0, "unreadable": 1, "boxes_clipped": 0, "boxes_dropped": 0,
+                  "unlisted": 1, "beyond_k": 0, **zero, "crops_per_tweet": [2, 0, 1, 0]},
+        "test": {"tweets": 4, "missing": 0, "unreadable": 0, "boxes_clipped": 0, "boxes_dropped": 0,
+                 "unlisted": 2, "beyond_k": 0, **zero, "crops_per_tweet": [2, 1, 0, 1]}}
+    assert dm.object_source == "detections"
     assert "train: 1 of 5 tweets without a readable image" in caplog.text and "fx7.jpg" in caplog.text
     for split, missing in (("train", "fx4"), ("valid", "fx7")):
         batch = next(iter(dm._loader(split, shuffle=False)))
@@ -199,14 +206,22 @@ def test_synthetic_generated_into_cache(tokenizer, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (REAL_DATA / "twitter2017" / "train.txt").is_file(),
                     reason="real Twitter-2017 data not present")
-def test_real_data_without_images(tokenizer, tmp_path: Path) -> None:
-    (tmp_path / "none").mkdir()  # an empty image folder (a missing one that is set is an error)
-    cfg = load_config(overrides=["data.name=twitter2017", f"paths.data_dir={REAL_DATA}",
-                                 f"paths.cache_dir={tmp_path}", f"data.images_dir={tmp_path / 'none'}",
-                                 f"data.global_size={G}", f"data.crop_size={C}"])
-    dm = MNERDataModule.from_config(cfg, tokenizer)
-    dm.setup("fit")
-    assert {s: len(d) for s, d in dm.datasets.items()} == {"train": 3373, "valid": 723, "test": 723}
-    assert dm.missing_image_counts == {"train": 3373, "valid": 723, "test": 723}
-    batch = _batch(dm, "valid")
-    assert not batch["has_image"].any() and batch["image"].abs().sum() == 0
+def test_real_data_without_images_stops_before_training(tokenizer, tmp_path: Path) -> None:
+    """The real text with no image anywhere: setup stops, naming where it looked and the layouts;
+    text-only (data.use_images=false) reads the same text and records its label version."""
+    from bga_mner.data.image_sources import NoImagesError
+
+    data = tmp_path / "data"
+    (data / "twitter2017").mkdir(parents=True)
+    for split in ("train", "valid", "test"):  # the text only, as a user has it after `make data`
+        (data / "twitter2017" / f"{split}.txt").write_bytes((REAL_DATA / "twitter2017" / f"{split}.txt").read_bytes())
+    base = ["data.name=twitter2017", f"paths.data_dir={data}", f"paths.cache_dir={tmp_path}",
+            f"data.global_size={G}", f"data.crop_size={C}"]
+    dm = MNERDataModule.from_config(load_config(overrides=base), tokenizer)
+    with pytest.raises(NoImagesError, match=r"train: none of the 3373 tweets has a readable image in "
+                       rf"{data}/twitter2017/images or {data}/twitter2017_images .*Known layouts"):
+        dm.setup("fit")
+    text = MNERDataModule.from_config(load_config(overrides=[*base, "data.use_images=false"]), tokenizer)
+    text.setup("fit")
+    assert {s: len(d) for s, d in text.datasets.items()} == {"train": 3373, "valid": 723, "test": 723}
+    assert text.label_versions == {"train": "umt-original", "valid": "umt-original", "test": "umt-original"}

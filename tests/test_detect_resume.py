@@ -4,6 +4,7 @@ tests/test_detect.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,11 +14,11 @@ import torch
 
 import bga_mner.data.detect as detect
 from bga_mner.cli import main as cli
-from bga_mner.data.detect import detect_folder, partial_path, read_objects
+from bga_mner.data.detect import DetectorSettings, detect_folder, partial_path, read_objects
 
 FIXTURES = Path(__file__).parent / "fixtures"
 READ_IMAGE = detect._read_image
-TINY = dict(weights="none", max_objects=3, min_size=32, max_size=64, proposals=10, batch_size=1)
+TINY = DetectorSettings(weights="none", max_objects=3, min_size=32, max_size=64, proposals=10)
 
 
 @pytest.fixture
@@ -46,14 +47,14 @@ def _reads(monkeypatch: pytest.MonkeyPatch, stop_after: int | None = None) -> li
 def test_interrupted_run_continues_where_it_stopped(images: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    whole = detect_folder(images, tmp_path / "whole.jsonl", **TINY)
+    whole = detect_folder(images, tmp_path / "whole.jsonl", TINY, batch_size=1)
     assert (whole.images, whole.written, whole.unreadable, whole.resumed) == (5, 4, 1, 0)
 
     out = tmp_path / "objects.jsonl"
     read = _reads(monkeypatch, stop_after=2)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        detect_folder(images, out, **TINY)
+        detect_folder(images, out, TINY, batch_size=1)
     assert read == ["im0", "im1"] and not out.exists()
     lines = partial_path(out).read_text().splitlines()
     assert len(lines) == 3 and "bga_mner_detect_partial" in lines[0]  # header + the finished images
@@ -63,7 +64,7 @@ def test_interrupted_run_continues_where_it_stopped(images: Path, tmp_path: Path
         f.write('{"image_id": "im2", "boxes": [[1')
     read = _reads(monkeypatch)
     torch.manual_seed(0)
-    stats = detect_folder(images, out, **TINY)
+    stats = detect_folder(images, out, TINY, batch_size=1)
     assert read == ["im2", "im3", "im4"]  # im0 and im1 are not detected again
     assert (stats.images, stats.written, stats.unreadable, stats.resumed) == (5, 4, 1, 2)
     assert not partial_path(out).exists()
@@ -76,9 +77,9 @@ def test_partial_file_of_other_settings_is_not_reused(images: Path, tmp_path: Pa
     out = tmp_path / "objects.jsonl"
     _reads(monkeypatch, stop_after=2)
     with pytest.raises(KeyboardInterrupt):
-        detect_folder(images, out, **TINY)
+        detect_folder(images, out, TINY, batch_size=1)
     read = _reads(monkeypatch)
-    stats = detect_folder(images, out, **(TINY | {"max_objects": 2}))
+    stats = detect_folder(images, out, dataclasses.replace(TINY, max_objects=2), batch_size=1)
     assert read == ["im0", "im1", "im2", "im3", "im4"] and stats.resumed == 0
     assert all(len(d.boxes) <= 2 for d in read_objects(out).values())
 
@@ -90,9 +91,8 @@ def test_cli_shows_progress_and_says_what_it_resumed(images: Path, tmp_path: Pat
     args = ["detect", str(images), "--out", str(out), "--weights", "none", "--max-objects", "3",
             "--min-size", "32", "--max-size", "64", "--proposals", "10", "--batch-size", "1"]
     _reads(monkeypatch, stop_after=3)
-    with pytest.raises(KeyboardInterrupt):
-        cli(args + ["--no-progress"])
-    capsys.readouterr()
+    assert cli(args + ["--no-progress"]) == 130  # Ctrl-C: 128 + SIGINT, one line
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "bga-mner detect: interrupted by SIGINT"
     _reads(monkeypatch)
     assert cli(args + ["--progress"]) == 0
     captured = capsys.readouterr()

@@ -1,24 +1,33 @@
-"""tools/gpu_check.py (``make gpu-check``): its CPU ``--quick`` mode end to end, the cell plan, the
-half-precision MiniLM that travels to the GPU machine."""
+"""tools/gpu_check.py (``make gpu-check``): its CPU ``--quick`` mode end to end, the cell plan
+(tools/gpu_cells.py), the half-precision MiniLM that travels to the GPU machine (tools/gpu_minilm.py)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _tool(name: str):
+    """A module of tools/, imported as ``python tools/gpu_check.py`` sees it (its folder on the path)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(TOOLS))
+        return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _tool("gpu_check")
+
+
+@pytest.fixture(scope="module")
+def gpu_cells():
+    return _tool("gpu_cells")
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +38,7 @@ def keep_determinism_setting():
     torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
 
 
-def test_quick_cpu_run_writes_every_key(gpu_check, tmp_path: Path, one_thread, capsys) -> None:
+def test_quick_cpu_run_writes_every_key(gpu_check, gpu_cells, tmp_path: Path, one_thread, capsys) -> None:
     out = tmp_path / "gpu_check.json"
     assert gpu_check.main(["--device", "cpu", "--quick", "--out", str(out),
                            "--work", str(tmp_path / "work")]) == 0
@@ -37,8 +46,8 @@ def test_quick_cpu_run_writes_every_key(gpu_check, tmp_path: Path, one_thread, c
     assert json.loads(capsys.readouterr().out) == result  # printed, and written
     assert set(result) == set(gpu_check.JSON_KEYS)
     cells = {(r["model"], r["batch_size"], r["compiled"], r["precision"]): r for r in result["train"]}
-    assert set(cells) == {(m, 2, c, p) for m in gpu_check.MODELS for c in (False, True)
-                          for p in gpu_check.PRECISIONS}
+    assert set(cells) == {(m, 2, c, p) for m in gpu_cells.MODELS for c in (False, True)
+                          for p in gpu_cells.PRECISIONS}
     for (model, _, compiled, precision), row in cells.items():
         if compiled:  # --quick compiles nothing
             assert row["status"] == "skipped"
@@ -56,16 +65,16 @@ def test_quick_cpu_run_writes_every_key(gpu_check, tmp_path: Path, one_thread, c
     assert result["versions"]["torch"] == torch.__version__
 
 
-def test_the_plan_measures_every_cell_once_baselines_first(gpu_check) -> None:
-    cells = gpu_check.plan([16, 64])
+def test_the_plan_measures_every_cell_once_baselines_first(gpu_cells) -> None:
+    cells = gpu_cells.plan([16, 64])
     assert len(cells) == len(set(cells)) == 16
-    assert set(cells) == {(m, b, c, p) for m in gpu_check.MODELS for b in (16, 64)
-                          for c in (False, True) for p in gpu_check.PRECISIONS}
+    assert set(cells) == {(m, b, c, p) for m in gpu_cells.MODELS for b in (16, 64)
+                          for c in (False, True) for p in gpu_cells.PRECISIONS}
     assert cells[0] == ("bert-crf", 16, False, "32-true")  # every ratio's denominator
     assert cells.index(("bga-mner", 16, True, "bf16-mixed")) < cells.index(("bga-mner", 64, False, "32-true"))
 
 
-def test_ratios_are_over_eager_fp32_bert_crf_at_the_same_batch_size(gpu_check) -> None:
+def test_ratios_are_over_eager_fp32_bert_crf_at_the_same_batch_size(gpu_cells) -> None:
     rows = [dict(model="bert-crf", batch_size=16, compiled=False, precision="32-true", status="ok",
                  train_samples_per_s=200.0),
             dict(model="bga-mner", batch_size=16, compiled=True, precision="bf16-mixed", status="ok",
@@ -73,14 +82,14 @@ def test_ratios_are_over_eager_fp32_bert_crf_at_the_same_batch_size(gpu_check) -
             dict(model="bga-mner", batch_size=64, compiled=False, precision="32-true", status="ok",
                  train_samples_per_s=50.0),  # no baseline at 64: no ratio
             dict(model="bga-mner", batch_size=16, compiled=False, precision="32-true", status="skipped")]
-    assert gpu_check.ratios(rows) == {"bert-crf b16 eager 32-true": 1.0,
+    assert gpu_cells.ratios(rows) == {"bert-crf b16 eager 32-true": 1.0,
                                       "bga-mner b16 compiled bf16-mixed": 0.45}
 
 
-def test_exported_minilm_loads_in_float32_with_half_precision_weights(gpu_check, tmp_path: Path) -> None:
+def test_exported_minilm_loads_in_float32_with_half_precision_weights(tmp_path: Path) -> None:
     from bga_mner.models.backbones import bundled_minilm_dir, load_text_encoder
 
-    dest = gpu_check.export_minilm(tmp_path / "minilm")
+    dest = _tool("gpu_minilm").export_minilm(tmp_path / "minilm")
     size = (dest / "model.safetensors").stat().st_size
     assert size < 0.55 * (bundled_minilm_dir() / "model.safetensors").stat().st_size  # fits the carry
     exported, bundled = load_text_encoder(str(dest)), load_text_encoder(str(bundled_minilm_dir()))

@@ -56,7 +56,9 @@ def test_box_outside_dropped_and_box_clipped_and_counted(tmp_path: Path) -> None
     assert sample.crops[1:].abs().sum() == 0
     counts = store.prepare(["fx3", "fx3", "fx1", "fx4"])  # counted per tweet, as the batches see them
     assert counts.as_dict() == {"tweets": 4, "missing": 1, "unreadable": 0, "boxes_clipped": 2,
-                                "boxes_dropped": 2}
+                                "boxes_dropped": 2, "unlisted": 0, "beyond_k": 1,  # fx1: 4 boxes
+                                "crops_missing": 0, "crops_unreadable": 0,
+                                "crops_per_tweet": [1, 2, 0, 1]}  # fx4 / fx3 twice / fx1
     assert _store(tmp_path).prepare(["fx3"]).boxes_clipped == 1  # the same from the cache
 
 

@@ -7,6 +7,7 @@ import torch
 from models_batch import (NUM_LABELS, TEXT_L3, deep_cfg, image_free, make_batch, raw_generation_total, select,
                           tiny_cfg, tiny_model)
 
+from bga_mner.config import ConfigError
 from bga_mner.models import build_model
 from bga_mner.models.backbones import load_text_encoder
 from bga_mner.models.bga_mner import VISUAL_ONLY, component_of
@@ -334,7 +335,8 @@ def test_text_context_real_has_no_image_free_mode():
             model(batch, visual=False)
     with pytest.raises(ValueError, match="text_context=real needs the visual branch"):
         build_model(tiny_cfg("model.text_context=real").model, NUM_LABELS, build_visual=False, pretrained=False)
-    with pytest.raises(ValueError, match=r"model.text_context='seen'.*\('generated', 'real'\)"):
+    with pytest.raises(ConfigError, match=r"model.text_context: Invalid value 'seen', expected one of "
+                                          r"\[generated, real\]"):  # refused by the config's Enum
         tiny_model("model.text_context=seen")
     # BERT-CRF has no visual context: the switch changes nothing there
     crf = tiny_model("model.use_mcg=false", "model.text_context=real").eval()

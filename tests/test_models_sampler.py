@@ -1,11 +1,14 @@
-"""Stage-refined Context Sampler (Eq. 1): hard masks, straight-through gradient, padding, never empty."""
+"""Stage-refined Context Sampler (Eq. 1): hard masks, straight-through gradient, padding, never empty;
+at evaluation the keep_ratio share of most probable units."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from bga_mner.models.sampler import ContextSampler, keep_ratio_loss
+from bga_mner.models.sampler import ContextSampler, keep_ratio_loss, top_share
 
 
 def _inputs(B=3, N=7, d=16, seed=0):
@@ -39,16 +42,63 @@ def test_training_masks_are_hard_with_straight_through_gradient():
     assert all(p.grad is not None for p in s.parameters())
 
 
-def test_eval_is_deterministic_argmax():
-    s = ContextSampler(16).eval()
+def _top_units(scores, valid, share):
+    """Reference: per row, the floor(share * n) (at least 1) valid positions of highest score, n the
+    row's valid units (a loop over rows; ties in position order)."""
+    out, scores = torch.zeros_like(valid), scores.detach()
+    for b in range(valid.shape[0]):
+        units = [j for j in range(valid.shape[1]) if valid[b, j]]
+        k = max(1, math.floor(share * len(units) + 1e-9))
+        for j in sorted(units, key=lambda j: (-float(scores[b, j]), j))[:k]:
+            out[b, j] = True
+    return out
+
+
+def test_eval_keeps_the_keep_ratio_share_of_most_probable_units():
+    s = ContextSampler(16, keep_ratio=0.7).eval()
     tokens, valid = _inputs()
     logits = s.logits(tokens, valid.float())
     m1, m2 = s(tokens, valid.float(), valid), s(tokens, valid.float(), valid)
-    assert torch.equal(m1, m2)
-    expected = (logits[..., 0] >= logits[..., 1]) & valid
-    expected |= (~expected.any(1, keepdim=True)) & torch.nn.functional.one_hot(
-        logits[..., 0].masked_fill(~valid, float("-inf")).argmax(1), 7).bool()
-    assert torch.equal(m1.bool(), expected)
+    assert torch.equal(m1, m2)  # deterministic
+    assert m1.sum(1).tolist() == [4.0, 2.0, 4.0]  # floor(0.7 * 7), floor(0.7 * 4)
+    assert torch.equal(m1.bool(), _top_units(logits[..., 0], valid, 0.7))
+
+
+@pytest.mark.parametrize("p_keep", [0.7, 0.3])
+def test_eval_share_is_the_share_the_keep_ratio_loss_trains_whatever_the_probabilities(p_keep):
+    """The keep-ratio loss trains the mean keep probability (the expected share of a training draw)
+    to rho; it says nothing of how the probabilities sit around 0.5. Samplers that give every unit
+    p_keep near 0.7 (what the demo's learnt) satisfy it exactly, and an argmax would then keep
+    every unit at evaluation (near 0.3: one per row). Evaluation keeps the rho share instead."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    B, N = 4, 200
+    p = (p_keep + 0.05 * torch.rand(B, N, generator=g)).clamp(0.01, 0.99)  # every unit near p_keep
+    logits = torch.stack([p, 1 - p], -1).log()
+    valid = torch.ones(B, N, dtype=torch.bool)
+    valid[1, 150:] = False
+    s = ContextSampler(4, keep_ratio=0.7)
+    drawn = s.train()(torch.zeros(B, N, 4), valid.float(), valid, logits=logits)
+    kept = s.eval()(torch.zeros(B, N, 4), valid.float(), valid, logits=logits)
+    assert abs(drawn[valid].mean().item() - p[valid].mean().item()) < 0.04  # training: about p_keep
+    assert kept.sum(1).tolist() == [140.0, 105.0, 140.0, 140.0]  # evaluation: 0.7 of the real units
+    assert torch.equal(kept.bool(), _top_units(p, valid, 0.7))
+
+
+def test_top_share_rounds_down_keeps_one_and_never_padding():
+    scores = torch.tensor([[0.0] * 30, [5.0, 1.0, 1.0, 9.0] + [0.0] * 26])
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, 3:] = False  # row 1: three real units; position 3 (highest score) is padding
+    kept = top_share(scores, valid, 0.7)
+    assert kept.sum(1).tolist() == [21, 2]  # floor(0.7 * 30), floor(0.7 * 3)
+    assert kept[0, :21].all()  # equal scores: position order
+    assert kept[1].tolist()[:4] == [True, True, False, False]
+    assert top_share(scores, valid, 0.1).sum(1).tolist() == [3, 1]  # at least one unit
+    hundred = torch.ones(1, 100, dtype=torch.bool)
+    assert top_share(torch.zeros(1, 100), hundred, 0.53).sum().item() == 53  # 0.53 * 100: 52.99... in float32
+    assert torch.equal(top_share(scores, valid, 1.0), valid)
+    with pytest.raises(ValueError, match="keep_ratio"):
+        ContextSampler(16, keep_ratio=0.0)
 
 
 def test_global_context_uses_previous_mask():
@@ -62,18 +112,20 @@ def test_global_context_uses_previous_mask():
 
 
 def test_removing_everything_keeps_the_most_probable_real_unit():
+    """Training: a draw that keeps nothing keeps the real unit of highest keep probability.
+    Evaluation keeps the keep_ratio share of most probable real units however low they score."""
     tokens, valid = _inputs()
     drop_all = torch.zeros(3, 7, 2)
     drop_all[..., 1] = 10.0  # every unit: drop
     drop_all[0, 5, 0] = 9.0  # tweet 0: unit 5 is the least unlikely to keep
     drop_all[1, 6, 0] = 50.0  # tweet 1: a padding position scores highest: never kept
     drop_all[1, 2, 0] = 8.0
-    for mode in ("train", "eval"):
+    for mode, kept in (("train", [1.0, 1.0, 1.0]), ("eval", [4.0, 2.0, 4.0])):
         torch.manual_seed(0)
         s = getattr(ContextSampler(16), mode)()
         s.tau = 1e-3 if mode == "train" else s.tau  # Gumbel noise cannot overturn a 10-logit gap
         m = s(tokens, valid.float(), valid, logits=drop_all.log_softmax(-1))
-        assert m.sum(1).tolist() == [1.0, 1.0, 1.0]
+        assert m.sum(1).tolist() == kept
         assert m[0, 5] == 1 and m[1, 2] == 1 and not m[~valid].any()
         assert torch.isfinite(m).all()
 

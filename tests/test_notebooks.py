@@ -18,6 +18,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from bga_mner import notebooks
+from conftest import as_experiment
 from bga_mner.notebooks import FIGURE_IF_DATA_TAG, FIGURE_TAG, NO_DATA, missing_figures, write_pages
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -114,8 +115,8 @@ def test_index_without_a_report_says_how_to_write_one(tmp_path):
 # --------------------------------------------------------------------------- executed (slow)
 def _fake_result(runs: Path, name: str, f1: float, model: str, train_limit: int, seed: int) -> None:
     scores = {"precision": f1, "recall": f1, "f1": f1}
-    results = {"run": name, "dataset": "synthetic", "test_dataset": "synthetic", "model": model,
-               "seed": seed, "profile": "smoke",
+    results = {"run": name, "experiment": "data_limited", "dataset": "synthetic", "test_dataset": "synthetic",
+               "model": model, "seed": seed, "profile": "smoke",
                "test": {"overall": scores, **{t: scores for t in ("PER", "LOC", "ORG", "MISC")}},
                "config": {"model": {"use_mcg": model == "bga-mner"}, "data": {"train_limit": train_limit}}}
     (runs / name).mkdir(parents=True)
@@ -131,6 +132,7 @@ def pages(smoke_run, tmp_path_factory):
     run_dir, _ = smoke_run
     runs = tmp_path_factory.mktemp("pages-runs")
     shutil.copytree(run_dir, runs / run_dir.name, ignore=shutil.ignore_patterns("checkpoints", "wandb", "csv"))
+    as_experiment(runs / run_dir.name, "bga_mner")  # the report places a run by its experiment
     for n in (16, 32):
         for seed in (1, 2):
             _fake_result(runs, f"fig5-bga-{n}-{seed}", 40.0 + n + seed, "bga-mner", n, seed)

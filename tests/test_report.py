@@ -11,7 +11,7 @@ import pytest
 from bga_mner import cli, report
 from bga_mner.report import (SINGLE_SEED_NOTE, build_report, load_results, paper_results, render_fig5_table,
                              render_table2, render_table3, render_table4, render_table7)
-from bga_mner.report import statistics as report_statistics
+from bga_mner.report import significance as report_significance
 
 TYPES = ("PER", "LOC", "ORG", "MISC")
 
@@ -19,7 +19,7 @@ TYPES = ("PER", "LOC", "ORG", "MISC")
 @pytest.fixture(autouse=True)
 def fast_aso(monkeypatch: pytest.MonkeyPatch) -> None:
     """deepsig's bootstrap at 100 iterations (the report's 1000 take seconds per comparison)."""
-    monkeypatch.setattr(report_statistics, "ASO_ITERATIONS", 100)
+    monkeypatch.setattr(report_significance, "ASO_ITERATIONS", 100)
 
 
 def _write_counts(run_dir: Path, correct: int, tweets: int = 20) -> float:
@@ -36,26 +36,21 @@ def _write_counts(run_dir: Path, correct: int, tweets: int = 20) -> float:
     return 100.0 * correct / tweets
 
 
-def _write_run(runs: Path, name: str, f1: float | None = None, *, dataset: str = "twitter2015",
-               model: str = "bga-mner", seed: int = 42, profile: str = "full", test_dataset: str | None = None,
-               correct: int | None = None, **switches) -> Path:
+def _write_run(runs: Path, name: str, f1: float | None = None, *, experiment: str | None = None,
+               dataset: str = "twitter2015", model: str = "bga-mner", seed: int = 42, profile: str = "full",
+               test_dataset: str | None = None, correct: int | None = None, train_limit: int | None = None) -> Path:
     """A results.json as docs/ARCHITECTURE.md has it; every metric of the run equals ``f1``. With
-    ``correct``, the run also has per-tweet counts (:func:`_write_counts`) and f1 follows from them."""
+    ``correct``, the run also has per-tweet counts (:func:`_write_counts`) and f1 follows from them.
+    ``experiment`` (``run.experiment``, the registry's key) defaults to the model's: bga_mner or
+    bert_crf."""
     if correct is not None:
         f1 = _write_counts(runs / name, correct)
     assert f1 is not None
     scores = {"precision": f1, "recall": f1, "f1": f1}
-    model_cfg = {"use_mcg": model == "bga-mner", "use_scs": switches.get("use_scs", True),
-                 "use_cycle": switches.get("use_cycle", True),
-                 "inference_visual": switches.get("inference_visual", "generated"),
-                 "text_context": switches.get("text_context", "generated")}
-    data_cfg = {"name": dataset, "train_limit": switches.get("train_limit"),
-                "train_limit_fill": switches.get("train_limit_fill", False),
-                "modality_missing": switches.get("modality_missing", False)}
-    results = {"run": name, "experiment": name.split("-")[0], "dataset": dataset,
+    results = {"run": name, "experiment": experiment or model.replace("-", "_"), "dataset": dataset,
                "test_dataset": test_dataset or dataset, "model": model, "seed": seed, "profile": profile,
                "best_epoch": 1, "dev": {"overall": scores}, "test": {"overall": scores, **{t: scores for t in TYPES}},
-               "seconds_per_epoch": 1.0, "config": {"model": model_cfg, "data": data_cfg}}
+               "seconds_per_epoch": 1.0, "config": {"data": {"name": dataset, "train_limit": train_limit}}}
     path = runs / name / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results))
@@ -115,8 +110,8 @@ def test_two_seeds_mean_and_std(tmp_path: Path) -> None:
 
 def test_table3_reuses_bert_crf_and_reports_drops(tmp_path: Path) -> None:
     _write_run(tmp_path, "full", 76.0)
-    _write_run(tmp_path, "noscs", 75.0, use_scs=False)
-    _write_run(tmp_path, "bertcrf", 72.0, model="bert-crf", use_scs=True)
+    _write_run(tmp_path, "noscs", 75.0, experiment="wo_scs")
+    _write_run(tmp_path, "bertcrf", 72.0, model="bert-crf")
     text = render_table3(load_results(tmp_path))
     assert "| w/o SCS | 1 seed | 75.00 | — | -1.00 | 75.88 | -0.43 | -0.88 |" in text  # no counts: no CI
     assert "| w/o SCS & w/o MCG (BERT-CRF) | 1 seed | 72.00 | — | -4.00 | 71.81 | -4.50 | +0.19 |" in text
@@ -127,7 +122,7 @@ def test_table3_reuses_bert_crf_and_reports_drops(tmp_path: Path) -> None:
 
 def test_smoke_runs_are_labelled_and_not_compared(tmp_path: Path) -> None:
     _write_run(tmp_path, "s1", 40.0, dataset="synthetic", profile="smoke")
-    _write_run(tmp_path, "s2", 30.0, dataset="synthetic", profile="smoke", modality_missing=True)
+    _write_run(tmp_path, "s2", 30.0, dataset="synthetic", profile="smoke", experiment="modality_missing")
     results = load_results(tmp_path)
     text = render_table2(results)
     assert report.SMOKE_NOTE in text and "(paper)" not in text
@@ -156,10 +151,11 @@ def test_cli_writes_every_table_and_the_fig5_png(tmp_path: Path, capsys: pytest.
     runs = tmp_path / "runs"
     for n, (bga, text) in {50: (40.0, 30.0), 100: (50.0, 45.0), 200: (60.0, 58.0)}.items():
         for seed in (1, 2):
-            _write_run(runs, f"fig5-bga-{n}-{seed}", bga + seed, train_limit=n, seed=seed)
-            _write_run(runs, f"fig5-text-{n}-{seed}", text + seed, model="bert-crf", train_limit=n, seed=seed)
-    _write_run(runs, "x-cross", 65.0, dataset="twitter2017", test_dataset="twitter2015")
-    _write_run(runs, "x-real", 74.0, inference_visual="real")
+            _write_run(runs, f"fig5-bga-{n}-{seed}", bga + seed, train_limit=n, seed=seed, experiment="data_limited")
+            _write_run(runs, f"fig5-text-{n}-{seed}", text + seed, model="bert-crf", train_limit=n, seed=seed,
+                       experiment="data_limited")
+    _write_run(runs, "x-cross", 65.0, dataset="twitter2017", test_dataset="twitter2015", experiment="cross_domain")
+    _write_run(runs, "x-real", 74.0, experiment="real_visual")
     (runs / "table5").mkdir()
     (runs / "table5" / "params.json").write_text(json.dumps({  # `bga-mner params --json`
         "text_encoder": "bert-base-uncased", "visual_encoder": "vit_base_patch32_clip_224.openai",
@@ -211,7 +207,7 @@ def test_table2_ci_rows_and_significance_from_counts(tmp_path: Path) -> None:
 def test_table4_pairs_generated_and_real_of_the_same_seeds(tmp_path: Path) -> None:
     for seed in (1, 2, 3):
         _write_run(tmp_path, f"gen-{seed}", correct=15, seed=seed)
-        _write_run(tmp_path, f"real-{seed}", correct=15, seed=seed, inference_visual="real")
+        _write_run(tmp_path, f"real-{seed}", correct=15, seed=seed, experiment="real_visual")
     text = render_table4(load_results(tmp_path))
     # identical predictions: no difference on any swap (p = 1); ASO of two equal constant score
     # lists has violation ratio 1/2 either way
@@ -220,26 +216,27 @@ def test_table4_pairs_generated_and_real_of_the_same_seeds(tmp_path: Path) -> No
 
 
 def test_fig5_table_has_a_ci_column(tmp_path: Path) -> None:
-    _write_run(tmp_path, "bga-50", correct=20, train_limit=50)
-    _write_run(tmp_path, "text-50", correct=10, train_limit=50, model="bert-crf")
+    _write_run(tmp_path, "bga-50", correct=20, train_limit=50, experiment="data_limited")
+    _write_run(tmp_path, "text-50", correct=10, train_limit=50, model="bert-crf", experiment="data_limited")
     text = render_fig5_table(load_results(tmp_path))
     assert "| 50 | BGA | 1 seed | 100.00 | 100.00 | 100.00 | 100.00 | 100.00 | [100.00, 100.00] |" in text
     assert "| BGA (n=50) vs TEXT (n=50) | 1, 1 | +50.00 | — | — |" in text and "n<2: no test" in text
 
 
-def test_fig5_keeps_out_runs_filled_to_the_full_sets_steps(tmp_path: Path) -> None:
-    """data.train_limit_fill runs (make claims) train another budget than the paper's Fig. 5 runs:
-    their own setting, in no Fig. 5 series, for either model."""
+def test_fig5_takes_the_data_limited_experiment_only(tmp_path: Path) -> None:
+    """Fig. 5 is the runs of the experiment with a Fig. 5 row (data_limited), by the model and size
+    they record: not the filled runs of make claims (another budget), not a limited run of another
+    experiment."""
     from bga_mner.report.results import fig5_series
 
-    _write_run(tmp_path, "bga-50", 60.0, train_limit=50)
-    _write_run(tmp_path, "text-50", 50.0, train_limit=50, model="bert-crf")
-    _write_run(tmp_path, "bga-50-fill", 70.0, train_limit=50, train_limit_fill=True, seed=43)
-    _write_run(tmp_path, "text-50-fill", 40.0, train_limit=50, train_limit_fill=True, model="bert-crf", seed=43)
+    _write_run(tmp_path, "bga-50", 60.0, train_limit=50, experiment="data_limited")
+    _write_run(tmp_path, "text-50", 50.0, train_limit=50, model="bert-crf", experiment="data_limited")
+    _write_run(tmp_path, "bga_n50-seed43", 70.0, train_limit=50, seed=43, experiment="claims")
+    _write_run(tmp_path, "bga-50-by-hand", 40.0, train_limit=50, seed=44)  # bga_mner with data.train_limit
     results = load_results(tmp_path)
-    assert {r.setting.train_limit_fill for r in results} == {True, False}
     (series,) = fig5_series(results).values()
     assert {m: [r.seed for r in by_n[50]] for m, by_n in series.items()} == {"bga-mner": [42], "bert-crf": [42]}
+    assert "40.00" not in render_table2(results)  # nor in Table 2: not the full training set
 
 
 def test_counts_that_disagree_with_results_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -249,26 +246,46 @@ def test_counts_that_disagree_with_results_are_ignored(tmp_path: Path, caplog: p
     assert result.counts is None and "counts ignored" in caplog.text
 
 
-def test_the_real_context_control_is_its_own_setting_and_in_no_table(tmp_path: Path) -> None:
-    """model.text_context=real (experiments/real_context) is never full BGA-MNER nor standard, so it
-    never mixes into Tables 2-7; for BERT-CRF the switch means nothing and is normalised."""
+def test_a_run_is_placed_by_its_experiment(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The registry says where an experiment's runs go: the real-context control (experiments/
+    real_context), make claims' and make demo's runs, and a run without an experiment are in no
+    table (logged), whatever their switches; an ablation's run is in Table 3 only."""
     from bga_mner.report import setting_of
 
-    def setting(model: str, **model_cfg):
-        return setting_of({"dataset": "synthetic", "model": model,
-                           "config": {"model": {"use_mcg": model == "bga-mner", **model_cfg}}})
-
-    control = setting("bga-mner", text_context="real")
-    assert control.text_context == "real" and not control.standard and not control.is_full()
-    assert control.is_full(text_context="real")
-    full = setting("bga-mner")
-    assert full.text_context == "generated" and full.standard and full.is_full()
-    assert setting("bert-crf", text_context="real") == setting("bert-crf")
     _write_run(tmp_path, "bga", 70.0)
-    _write_run(tmp_path, "control", 99.0, text_context="real")  # same seed, another setting: both kept
+    _write_run(tmp_path, "control", 99.0, experiment="real_context")  # same seed, another experiment
+    _write_run(tmp_path, "claims", 98.0, experiment="claims")
+    _write_run(tmp_path, "loose", 97.0, experiment=None)
+    (tmp_path / "loose" / "results.json").write_text(
+        (tmp_path / "loose" / "results.json").read_text().replace('"bga_mner"', "null"))
     _write_run(tmp_path, "crf", 60.0, model="bert-crf")
+    _write_run(tmp_path, "noscs", 65.0, experiment="wo_scs")
+    for model, f1 in (("bga-mner", 55.0), ("bert-crf", 45.0)):  # make demo's: full BGA-MNER's and BERT-CRF's
+        _write_run(tmp_path, f"demo-{model}", f1, model=model, experiment="demo", dataset="synthetic")
+    caplog.set_level("INFO")
     results = load_results(tmp_path)
-    assert len(results) == 3
+    assert sorted(r.experiment for r in results) == ["bert_crf", "bga_mner", "demo", "demo", "wo_scs"]
+    assert "| BGA-MNER (ours, 1 seed) | 55.00 |" in render_table2(results).split("synthetic")[1]
+    assert "| BERT-CRF (ours, 1 seed) | 45.00 |" in render_table2(results).split("synthetic")[1]
+    assert "1 run of None, 1 run of claims, 1 run of real_context" in caplog.text
     for render in (render_table2, render_table3, render_table4, render_table7):
-        assert "99.00" not in render(results), render.__name__
+        assert not {"99.00", "98.00", "97.00"} & set(render(results).split()), render.__name__
     assert "| BGA-MNER (ours, 1 seed) | 70.00 |" in render_table2(results)
+    assert "65.00" not in render_table2(results) and "| w/o SCS | 1 seed | 65.00 |" in render_table3(results)
+    data = json.loads((tmp_path / "control" / "results.json").read_text())
+    assert setting_of(data).tables == () and setting_of({**data, "experiment": "bga_mner"}).tables == \
+        ("2", "3", "4", "5", "7")
+
+
+def test_the_setting_is_what_results_json_records() -> None:
+    """A results.json of the first release (no field added since) has every field of a setting; a
+    missing one is an error naming it, not a default."""
+    from bga_mner.report import setting_of
+
+    data = {"experiment": "data_limited", "model": "bert-crf", "dataset": "twitter2017",
+            "test_dataset": "twitter2017", "profile": "smoke", "config": {"data": {"train_limit": 50}}}
+    s = setting_of(data)
+    assert (s.experiment, s.model, s.dataset, s.profile, s.train_limit, s.tables) == \
+        ("data_limited", "bert-crf", "twitter2017", "smoke", 50, ("fig5",))
+    with pytest.raises(KeyError, match="test_dataset"):
+        setting_of({k: v for k, v in data.items() if k != "test_dataset"})

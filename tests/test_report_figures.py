@@ -18,12 +18,13 @@ TYPES = ("PER", "LOC", "ORG", "MISC")
 
 
 def _run(runs: Path, name: str, f1: float, *, model: str = "bga-mner", dataset: str = "twitter2015",
-         profile: str = "full", seed: int = 42, use_scs: bool = True, train_limit: int | None = None) -> None:
+         profile: str = "full", seed: int = 42, experiment: str | None = None, train_limit: int | None = None) -> None:
+    """A results.json of ``experiment`` (default: the model's, bga_mner or bert_crf)."""
     scores = {"precision": f1, "recall": f1, "f1": f1}
-    results = {"run": name, "dataset": dataset, "test_dataset": dataset, "model": model, "seed": seed,
-               "profile": profile, "test": {"overall": scores, **{t: scores for t in TYPES}},
-               "config": {"model": {"use_mcg": model == "bga-mner", "use_scs": use_scs},
-                          "data": {"train_limit": train_limit}}}
+    results = {"run": name, "experiment": experiment or model.replace("-", "_"), "dataset": dataset,
+               "test_dataset": dataset, "model": model, "seed": seed, "profile": profile,
+               "test": {"overall": scores, **{t: scores for t in TYPES}},
+               "config": {"data": {"train_limit": train_limit}}}
     (runs / name).mkdir(parents=True)
     (runs / name / "results.json").write_text(json.dumps(results))
 
@@ -44,7 +45,7 @@ def test_nothing_to_draw_is_none(tmp_path: Path) -> None:
 
 def test_table3_drops_ours_beside_the_papers(tmp_path: Path) -> None:
     _run(tmp_path, "full", 76.0)
-    _run(tmp_path, "noscs", 75.0, use_scs=False)
+    _run(tmp_path, "noscs", 75.0, experiment="wo_scs")
     _run(tmp_path, "bertcrf", 72.0, model="bert-crf")
     _run(tmp_path, "s-full", 50.0, dataset="synthetic", profile="smoke")
     _run(tmp_path, "s-bert", 52.0, dataset="synthetic", profile="smoke", model="bert-crf")
@@ -73,8 +74,10 @@ def test_fig5_draws_and_writes_without_changing_the_backend(tmp_path: Path) -> N
     backend = matplotlib.get_backend()
     for n in (50, 100):
         for seed in (1, 2):
-            _run(tmp_path, f"bga-{n}-{seed}", 60.0 + n / 10 + seed, train_limit=n, seed=seed)
-            _run(tmp_path, f"txt-{n}-{seed}", 55.0 + n / 10 + seed, model="bert-crf", train_limit=n, seed=seed)
+            _run(tmp_path, f"bga-{n}-{seed}", 60.0 + n / 10 + seed, train_limit=n, seed=seed,
+                 experiment="data_limited")
+            _run(tmp_path, f"txt-{n}-{seed}", 55.0 + n / 10 + seed, model="bert-crf", train_limit=n, seed=seed,
+                 experiment="data_limited")
     results = load_results(tmp_path)
     assert len(fig5_figure(results).axes) == 5  # 4 types + overall
     out = plot_fig5(results, tmp_path / "report" / "fig5.png")

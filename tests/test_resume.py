@@ -1,10 +1,14 @@
-"""Nothing lost: one owner per run folder, exact resume of a killed run, atomic writes.
+"""Nothing lost: one owner per run folder, exact resume of a stopped run, atomic writes.
 
 The slow test kills a smoke fit (SIGKILL, mid-epoch) and resumes it with ``bga-mner fit --resume``:
 its test scores, ``predictions/test.conll`` and ``csv/metrics.csv`` are byte for byte those of an
-uninterrupted run of the same seed. The fast ones check the refusals (a folder in use, an unfinished
-folder without ``--resume``, a resume with another config, a read-only runs folder), the takeover of
-a stale lock, the replacement of an evaluation run and that a failed write leaves nothing behind.
+uninterrupted run of the same seed. A fast one does the same in seconds, in-process, with SIGTERM
+at the start of the second epoch (status 143, the resume line), so that a resume that loses the
+train loader's shuffling generator or the random streams fails in the fast suite; another stops a
+run with SIGINT as it tests, moves its folder and resumes it from its own files. The others check
+the refusals (a folder in use, an unfinished folder without ``--resume``, a resume with another
+config, a read-only runs folder, an unreadable ``last.ckpt``), the takeover of a stale lock, the
+replacement of an evaluation run and that a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SMOKE_FIT
+from lightning.pytorch.callbacks import Callback
 
 from bga_mner import cli
 from bga_mner.build import AtomicCheckpointIO
@@ -277,7 +282,8 @@ def test_an_evaluation_run_is_replaced_only_when_asked_and_never_a_trained_run(t
             claim_evaluation_dir(out, replace=True)
         write_evaluation_run(_evaluation(60.0), ckpt, out, replace=True)
     results = json.loads((out / "results.json").read_text())
-    assert results["test"]["overall"]["f1"] == 60.0 and results["evaluated_from"] == str(ckpt)
+    assert results["test"]["overall"]["f1"] == 60.0
+    assert results["evaluated_from"] == "../loose.ckpt"  # relative to the evaluation's folder
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "predictions", "results.json"]
     trained = tmp_path / "bga_mner-synthetic-seed42"
     trained.mkdir()
@@ -287,6 +293,144 @@ def test_an_evaluation_run_is_replaced_only_when_asked_and_never_a_trained_run(t
     with pytest.raises(FileExistsError, match="holds a trained run"):
         write_evaluation_run(_evaluation(1.0), ckpt, trained, replace=True)
     assert json.loads((trained / "results.json").read_text()) == {"run": trained.name}
+
+
+# --------------------------------------------------------------------------- stopped by a signal
+@pytest.fixture
+def signal_at(monkeypatch):
+    """``signal_at(signum, hook, epoch)``: fit's trainer sends this process ``signum`` once, at
+    its callback ``hook`` (``on_train_epoch_start`` of ``epoch``, ``on_test_start``), as
+    ``kill``/SLURM would from outside."""
+    import bga_mner.training as training
+
+    real = training.build_trainer
+
+    def arm(signum: int, hook: str, epoch: int | None = None) -> None:
+        fired: list[bool] = []
+
+        class Send(Callback):
+            pass
+
+        def send(self, trainer, *args):
+            if not fired and (epoch is None or trainer.current_epoch == epoch):
+                fired.append(True)
+                os.kill(os.getpid(), signum)
+
+        setattr(Send, hook, send)
+
+        def build(cfg, **kwargs):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), Send()]
+            return real(cfg, **kwargs)
+
+        monkeypatch.setattr(training, "build_trainer", build)
+
+    return arm
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, smoke_cache) -> Path:
+    """A smoke fit that nothing stops: the run every stopped-and-resumed one must equal."""
+    runs = tmp_path_factory.mktemp("straight")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status, _, err = _fit(*_smoke(runs, smoke_cache, "run"), "data.synthetic.train=48",
+                              "trainer.limit_train_batches=3")
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0, err
+    return runs / "run"
+
+
+def _same_run(a: Path, b: Path) -> None:
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
+    for key in ("best_epoch", "dev", "test"):
+        assert ra[key] == rb[key], key
+    for name in ("predictions/test.conll", "csv/metrics.csv"):  # every logged loss and score
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_sigterm_stops_a_fit_and_the_resume_is_exact(tmp_path, smoke_cache, straight, signal_at,
+                                                       one_thread, monkeypatch):
+    """SIGTERM as the second epoch starts: status 143, one line with the command that resumes,
+    ``last.ckpt`` the end of the first epoch. The resume draws what the uninterrupted run drew
+    (the train loader's shuffling generator, the torch/Python/NumPy random streams) and reads
+    every checkpoint with weights_only=True, even where the environment turns that off."""
+    argv = [*_smoke(tmp_path, smoke_cache, "cut"), "data.synthetic.train=48", "trainer.limit_train_batches=3"]
+    signal_at(signal.SIGTERM, "on_train_epoch_start", epoch=1)
+    status, _, err = _fit(*argv)
+    assert status == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == (
+        "bga-mner fit: interrupted by SIGTERM; resume with: bga-mner fit --resume "
+        + " ".join(a for a in argv if not a.startswith("run.name=")) + " run.name=cut")
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not (tmp_path / "cut" / "results.json").exists() and not (tmp_path / "cut" / LOCK_FILE).exists()
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch's default would be False
+    loads: list = []
+    real_load = torch.load
+
+    def load(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    status, _, err = _fit("--resume", *argv)
+    assert status == 0, err
+    _same_run(straight, tmp_path / "cut")
+    assert len(loads) >= 3 and all(w is True for w in loads), loads  # last.ckpt (x2), best.ckpt
+
+
+def test_a_moved_run_resumes_from_its_own_files(tmp_path, smoke_cache, straight, signal_at, one_thread):
+    """SIGINT as the test starts (training done: last.ckpt holds the last epoch), then the folder
+    moves to another runs folder and the old one is gone: the resume tests the moved folder's own
+    best.ckpt, as the uninterrupted run did. No path inside the run names the old folder."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    argv = ["data.synthetic.train=48", "trainer.limit_train_batches=3"]
+    signal_at(signal.SIGINT, "on_test_start")
+    status, _, err = _fit(*_smoke(old, smoke_cache, "run"), *argv)
+    assert status == 128 + signal.SIGINT and "bga-mner fit: interrupted by SIGINT; resume with: " in err
+    ckpt = torch.load(old / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    stored = [v for state in ckpt["callbacks"].values() for v in state.values() if isinstance(v, str)]
+    assert stored and not [v for v in stored if str(old) in v or os.path.isabs(v)], stored
+    new.mkdir()
+    os.rename(old / "run", new / "run")
+    status, _, err = _fit("--resume", *_smoke(new, smoke_cache, "run"), *argv)
+    assert status == 0, err
+    _same_run(straight, new / "run")
+    assert not old.joinpath("run").exists()
+
+
+def test_an_unreadable_last_checkpoint_is_one_line_before_any_work(tmp_path, no_work, monkeypatch):
+    """A damaged last.ckpt, and one that unpickles code (refused even with
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: nothing runs)."""
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    run_dir = runs / "cut"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(load_config(overrides=_smoke(runs, cache, "cut")), run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"PK\x03\x04 half a zip")
+    status, _, err = _fit("--resume", *_smoke(runs, cache, "cut"))
+    assert status == 2 and "Traceback" not in err
+    assert err.strip().startswith(f"bga-mner fit: error: {last}: not a readable checkpoint, or a truncated one (")
+    assert err.strip().endswith("; delete it, and `bga-mner fit --resume` starts the run over")
+
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 0, "state_dict": {}, "payload": _Touch(marker)}, last)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    status, _, err = _fit("--resume", *_smoke(runs, cache, "cut"))
+    assert status == 2 and f"bga-mner fit: error: {last}: not a readable checkpoint" in err
+    assert not marker.exists()
+
+
+class _Touch:
+    """A pickled object that creates a file when unpickled (what weights_only=True refuses)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
 
 
 # --------------------------------------------------------------------------- exact resume

@@ -1,4 +1,4 @@
-"""The report's statistics (report/statistics.py) against cases computed by hand.
+"""The report's statistics (report/statistics.py, bootstrap.py, significance.py) against cases computed by hand.
 
 Micro F1 from summed per-tweet counts, the bootstrap CI over tweets (degenerate and paired cases),
 approximate randomisation (exact permutation distributions enumerated here), ASO over seeds and
@@ -16,10 +16,10 @@ import pytest
 
 from bga_mner.data.conll import Tweet
 from bga_mner.metrics import TWEET_COUNTS_FILE, span_scores, tweet_counts, tweet_counts_record
-from bga_mner.report import statistics as st
-from bga_mner.report.statistics import (COUNTS_FILE, NO_DIFFERENCE, NO_TEST, Arm, Stat, TweetCounts, aso,
-                                        bootstrap_ci, compare, pool_seeds, randomisation_test, read_counts,
-                                        verdict)
+from bga_mner.report import significance as st
+from bga_mner.report.bootstrap import bootstrap_ci
+from bga_mner.report.significance import NO_DIFFERENCE, NO_TEST, Arm, aso, compare, randomisation_test, verdict
+from bga_mner.report.statistics import COUNTS_FILE, Stat, TweetCounts, pool_seeds, read_counts
 
 FAST_ASO = 200  # bootstrap iterations of deepsig in these tests (the report uses 1000)
 

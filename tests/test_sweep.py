@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from bga_mner import cli
-from bga_mner.sweep import (PlanItem, SlurmOptions, SweepError, check_variables, ddp_overrides, make_plan,
-                            run_job, submit_slurm)
+from bga_mner.sweep.launch import SlurmOptions, ddp_overrides, submit_slurm
+from bga_mner.sweep.plan import PlanItem, SweepError, check_variables, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_BGA = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'fixtures' / 'fake_bga.py'))}"
@@ -92,10 +97,12 @@ def test_make_errors_name_the_cause(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--time MINUTES is required" in capsys.readouterr().err
 
 
-def test_run_job_raises_on_a_failing_command() -> None:
-    assert run_job([sys.executable, "-c", "import os, sys; sys.exit(os.environ.get('X') != 'y')"], {"X": "y"}) == 0
+def test_a_job_raises_on_a_failing_command() -> None:
+    from bga_mner.sweep.job import MakeJob
+
+    assert MakeJob()([sys.executable, "-c", "import os, sys; sys.exit(os.environ.get('X') != 'y')"], {"X": "y"}) == 0
     with pytest.raises(RuntimeError, match="exited with status 1"):
-        run_job([sys.executable, "-c", "import os, sys; sys.exit(os.environ.get('X') != 'y')"], {"X": None})
+        MakeJob()([sys.executable, "-c", "import os, sys; sys.exit(os.environ.get('X') != 'y')"], {"X": None})
 
 
 def _records(log: Path) -> dict[str, dict]:
@@ -174,10 +181,12 @@ def test_slurm_submits_one_array_per_wave_with_the_asked_resources(tmp_path: Pat
     assert "#SBATCH --dependency=afterany:1\n" in second  # the evaluations wait for the fits' array
     overrides = ("OVERRIDES=trainer.precision=bf16-mixed trainer.devices=4 trainer.num_nodes=2 "
                  "trainer.strategy=ddp")
+    from bga_mner.sweep.job import MakeJob
+
     for wave, items in zip(waves, plan.waves()):
         for job, item in zip(wave, items):
             submission = job.submission()
-            assert submission.function is run_job
+            assert isinstance(submission.function, MakeJob)
             assert submission.args[0] == ["make", "--no-print-directory", "-C", str(ROOT), item.output,
                                           *variables, overrides]
     assert (fake_slurm / "sbatch.count").read_text().strip() == "2"
@@ -223,8 +232,123 @@ def test_lightning_joins_the_tasks_of_a_multi_gpu_job_into_one_ddp_run(monkeypat
                       [*ddp_overrides(2, 4), "trainer.accelerator=cpu"])
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
+    # one requeue path, the sweep's: no Lightning SIGUSR1 handler saving an hpc_ckpt mid-epoch
+    assert trainer.strategy.cluster_environment.auto_requeue is False
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (8, 5, 1, 1)
 
 
 def test_plan_item_name() -> None:
     assert PlanItem("runs/x-seed1/results.json", None, "cmd").name == "x-seed1"
+
+
+# --------------------------------------------------------------------------- preemption: requeue
+def _ancestor(pid: int, mark: str) -> int:
+    """The nearest ancestor process of ``pid`` whose command line holds ``mark``."""
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent (field 4)
+        if mark in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+            return pid
+    raise AssertionError(f"no ancestor process runs {mark!r}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_preempted_local_job_stops_its_run_and_is_requeued_to_resume_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signal SLURM sends before a time limit or on preemption (submitit's SIGUSR2), sent to a
+    local job and to every process under it, as SLURM does: the job stops its make with SIGTERM
+    (make and the run ignore SIGUSR2), submitit requeues it, and the requeued job's make runs
+    the fit again with --resume, to the end."""
+    from bga_mner.sweep.launch import run_local
+
+    log = tmp_path / "log"
+    monkeypatch.setenv("FAKE_BGA_LOG", str(log))
+    monkeypatch.setenv("FAKE_BGA_BLOCK", FIT42)
+    plan = make_plan("table4", _variables(tmp_path, f"BGA={FAKE_BGA}", "SEEDS=42"), ROOT)
+    assert [i.name for i in plan.items] == [FIT42, EVAL42]
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(
+        run_local(plan, tmp_path / "logs", jobs=1, echo=lambda line: None)))
+    thread.start()
+    pid_file = tmp_path / "runs" / FIT42 / ".fake-pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid_file.exists(), "the fit never started"
+    time.sleep(0.3)  # the pid is written before the run sleeps: let it get there
+    fit = int(pid_file.read_text())
+    make, job = _ancestor(fit, "make"), _ancestor(fit, "submitit")
+    for pid in (fit, make, job):  # SLURM signals every process of the job step
+        os.kill(pid, signal.SIGUSR2)
+    thread.join(180)
+    assert not thread.is_alive() and outcome, "the sweep did not end"
+    assert outcome[0].succeeded == [FIT42, EVAL42] and not outcome[0].failed
+    attempts = sorted((json.loads(f.read_text()) for f in log.glob(f"fit-{FIT42}-*.json")),
+                      key=lambda r: r["start"])
+    assert [a.get("interrupted") for a in attempts] == ["SIGTERM", None]  # stopped, then finished
+    assert all("--resume" in a["args"] for a in attempts)  # make's fit continues the run
+    assert (tmp_path / "runs" / FIT42 / "results.json").is_file()
+    assert "Requeued job" in "".join(p.read_text() for p in (tmp_path / "logs").glob("*_log.*"))
+
+
+def test_slurm_jobs_are_signalled_before_their_time_limit_and_requeueable(tmp_path: Path,
+                                                                         fake_slurm: Path) -> None:
+    from bga_mner.sweep.job import MakeJob
+
+    plan = make_plan("table4", _variables(tmp_path), ROOT)
+    waves = submit_slurm(plan, tmp_path / "logs", SlurmOptions(time_min=60, signal_lead_s=300),
+                         echo=lambda line: None)
+    script = waves[0][0].paths.submission_file.read_text()
+    assert "#SBATCH --signal=USR2@300\n" in script and "#SBATCH --requeue\n" in script
+    job = waves[0][0].submission().function
+    assert isinstance(job, MakeJob) and callable(job.checkpoint)  # submitit requeues checkpointables
+
+
+def test_make_keeps_a_finished_run_when_a_signal_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal to make (a requeued job, Ctrl-C) just after the run wrote its results.json: make
+    deletes a target its interrupted recipe changed, unless it is .PRECIOUS."""
+    monkeypatch.setenv("FAKE_BGA_HOLD", "30")
+    results = tmp_path / "runs" / FIT42 / "results.json"
+    make = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT), str(results),
+                             *_variables(tmp_path, f"BGA={FAKE_BGA}")], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not results.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert results.exists()
+    time.sleep(0.2)
+    os.killpg(make.pid, signal.SIGTERM)
+    out, _ = make.communicate(timeout=60)
+    assert make.returncode != 0 and "Deleting file" not in out, out
+    assert results.is_file()
+
+
+# --------------------------------------------------------------------------- dry runs stay dry
+def _targets() -> list[str]:
+    """Every target `make help` lists, and the claims runs (make's own sub-target)."""
+    text = (ROOT / "Makefile").read_text() + (ROOT / "experiments" / "experiments.mk").read_text()
+    return sorted(set(re.findall(r"^([a-zA-Z0-9_.-]+):.*## ", text, re.M)) | {"claims-runs"})
+
+
+def test_every_make_target_answers_a_dry_run(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    targets = _targets()
+    assert {"claims", "all", "reproduce-table2", "demo", "clean"} <= set(targets)
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda t: (t, subprocess.run(
+            ["make", "-n", "--no-print-directory", "-C", str(ROOT), t, f"RUNS={runs}"],
+            capture_output=True, text=True)), targets))
+    failed = {t: p.stderr.strip().splitlines()[-1:] for t, p in done if p.returncode != 0}
+    assert not failed, failed
+    assert not runs.exists()  # a dry run creates nothing
+
+
+def test_every_target_has_a_sweep_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    for target in _targets():
+        assert cli.main(["sweep", target, f"RUNS={runs}", "SEEDS=42", "CLAIMS_SEEDS=42", "-C", str(ROOT),
+                         "--dry-run"]) == 0, (target, capsys.readouterr().err)
+        out = capsys.readouterr().out
+        if target == "claims":  # make claims' runs are planned like every other target's
+            assert "claims: 13 of 13 runs to make" in out and "wave 1  bga_real_visual-seed42" in out
+    assert not runs.exists()

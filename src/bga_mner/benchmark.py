@@ -1,4 +1,4 @@
-"""Throughput of one process (``bga-mner bench``), and where a training step spends it (``--profile``).
+"""Throughput of one process (``bga-mner bench``).
 
 Measures, on the device of ``trainer.accelerator``: training samples/s of BGA-MNER and of BERT-CRF
 on the same batch (forward, Eqs. 10-11 loss, backward, AdamW step), image-free inference tweets/s
@@ -10,11 +10,9 @@ load from other processes hits both alike and their ratio holds.
 ``compiled=True`` (``--compiled``) adds BGA-MNER compiled against eager (``bench_compiled``), their
 steps interleaved in the same way, and the seconds spent compiling.
 
-``profile=True`` adds, per model, the time of one training step per part of the network
-(``profile_step``: the ``bga:`` profiler labels of ``models/labels.py``, forward and backward), the
-FLOPs of one training step (``step_flops``: forward + backward, ``FlopCounterMode``) and its random
-draws (``step_random_draws``: dropout masks, Gumbel noise), and the ratios BGA-MNER / BERT-CRF of
-step time, FLOPs and draws.
+``profile=True`` (``--profile``) adds, per model, where one training step spends its work
+(``profile_model``, through ``profiling.py``: time per part of the network, forward and backward;
+FLOPs; random draws), and the ratios BGA-MNER / BERT-CRF of step time, FLOPs and draws.
 """
 
 from __future__ import annotations
@@ -28,18 +26,15 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig
-from torch.profiler import ProfilerActivity
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from bga_mner.build import build_datamodule, compile_network
-from bga_mner.models.labels import PREFIX, label
+from bga_mner.models.labels import label
+from bga_mner.profiling import format_profile, profile_step, step_flops, step_random_draws, synchronize
 from bga_mner.run import model_name
 from bga_mner.system import MNERSystem, adamw, parameter_groups
 
 IMAGE_KEYS = ("image", "crops", "crop_mask", "has_image")
-BACKWARD_ROOT = "autograd::engine::evaluate_function"  # the profiler's name of one backward node
-OTHER = "other"  # ops outside every label (Python glue, mask arithmetic, autograd bookkeeping)
+STEPS, WARMUP = 20, 3  # timed and untimed steps per measurement (bga-mner bench --steps, --warmup)
 
 
 def pick_device(accelerator: str) -> torch.device:
@@ -49,20 +44,15 @@ def pick_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
     """Seconds for ``steps`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -73,126 +63,6 @@ def _autocast(cfg: DictConfig, device: torch.device) -> contextlib.AbstractConte
     if precision.startswith("16"):
         return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()
-
-
-# FlopCounterMode knows the CUDA attention kernels but not the CPU one that
-# F.scaled_dot_product_attention dispatches to: count it with the same formulas (2 matmuls).
-_CPU_SDPA_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
-        lambda g, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(g, q, k, v),
-}
-
-
-def step_flops(step: Callable[[], None]) -> int:
-    """FLOPs of one call of ``step`` (matrix products and attention, forward and backward; the
-    element-wise work and the optimizer's update are not counted).
-
-    Args:
-        step: one training step.
-    """
-    with FlopCounterMode(display=False, custom_mapping=_CPU_SDPA_FLOPS) as counter:
-        step()
-    return int(counter.get_total_flops())
-
-
-# the aten ops whose FLOPs step_flops counts: matrix products, the CPU attention kernel and the
-# ViT's patch convolution (profile_step's "matrix products")
-MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
-                        "aten::_scaled_dot_product_flash_attention_for_cpu",
-                        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
-                        "aten::mkldnn_convolution", "aten::convolution_backward"})
-# the aten ops that draw random numbers (one per output element): dropout masks, Gumbel noise
-RANDOM_OPS = frozenset({"bernoulli", "bernoulli_", "native_dropout", "uniform_", "normal_", "exponential_",
-                        "random_", "rand", "rand_like", "randn", "randn_like", "randint", "randint_like"})
-
-
-class _CountDraws(TorchDispatchMode):
-    """Counts the elements written by ``RANDOM_OPS`` while active (``draws``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.draws = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func.__name__.split(".")[0] in RANDOM_OPS:
-            self.draws += (out[0] if isinstance(out, tuple) else out).numel()
-        return out
-
-
-def step_random_draws(step: Callable[[], None]) -> int:
-    """Random numbers drawn by one call of ``step`` (dropout masks, the samplers' Gumbel noise):
-    element-wise work that no FLOP count sees. On a CPU aten draws them one at a time (5-7 ns each
-    on the 2-core machine of the README's Speed section, some 400-600 matrix-product FLOPs there).
-
-    Args:
-        step: one training step.
-    """
-    with _CountDraws() as counter:
-        step()
-    return counter.draws
-
-
-def _label_of(event: Any) -> str | None:
-    """The innermost ``bga:`` label around a profiler event (None outside every label)."""
-    while event is not None:
-        if event.name.startswith(PREFIX):
-            return event.name[len(PREFIX):]
-        event = event.cpu_parent
-    return None
-
-
-def _backward_node(event: Any) -> Any:
-    """The backward node (``evaluate_function``) an event runs in, or None in the forward pass."""
-    while event is not None:
-        if event.name.startswith(BACKWARD_ROOT):
-            return event
-        event = event.cpu_parent
-    return None
-
-
-def profile_step(step: Callable[[], None], device: torch.device) -> dict[str, dict[str, float]]:
-    """Milliseconds of one call of ``step`` per ``bga:`` label, forward and backward apart.
-
-    Each op's own time (self time: CPU time on the CPU, kernel time on CUDA) is charged to its
-    innermost label; an op of the backward pass to the label of the forward op whose gradient it
-    computes (the autograd sequence number links them); ops outside every label to ``other``.
-
-    Args:
-        step: one training step (forward, loss, backward, optimizer step under labels).
-        device: where it runs.
-
-    Returns:
-        ``{part: {"forward_ms", "backward_ms", "total_ms", "matmul_ms"}}``; ``matmul_ms`` is the
-        part's time in matrix products (``MATMUL_OPS``, forward and backward), the work
-        ``step_flops`` counts; the rest is element-wise work and overhead.
-    """
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch.profiler.profile(activities=activities) as prof:
-        step()
-        _sync(device)
-    events = prof.events()
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    forward_label: dict[int, str] = {}  # autograd sequence number -> label of the forward op
-    for e in events:
-        if e.sequence_nr >= 0 and _backward_node(e) is None:
-            forward_label.setdefault(e.sequence_nr, _label_of(e) or OTHER)
-    parts: dict[str, dict[str, float]] = {}
-    for e in events:
-        node = _backward_node(e)
-        if node is None:
-            part, phase = _label_of(e) or OTHER, "forward_ms"
-        else:
-            part, phase = forward_label.get(node.sequence_nr, OTHER), "backward_ms"
-        row = parts.setdefault(part, {"forward_ms": 0.0, "backward_ms": 0.0, "matmul_ms": 0.0})
-        row[phase] += getattr(e, key) / 1e3  # us -> ms
-        if e.name in MATMUL_OPS:
-            row["matmul_ms"] += getattr(e, key) / 1e3
-    for row in parts.values():
-        row["total_ms"] = row["forward_ms"] + row["backward_ms"]
-    return dict(sorted(parts.items(), key=lambda kv: -kv[1]["total_ms"]))
 
 
 @dataclass
@@ -348,7 +218,7 @@ def bench_loader(loader: Any, steps: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool = False,
+def run_bench(cfg: DictConfig, steps: int = STEPS, warmup: int = WARMUP, profile: bool = False,
               compiled: bool = False) -> dict:
     """All measurements as a dict (see the module docstring).
 
@@ -391,21 +261,6 @@ def run_bench(cfg: DictConfig, steps: int = 20, warmup: int = 3, profile: bool =
         out["compiled"] = bench_compiled(cfg, batch, device, steps, warmup)
     out["loader_samples_per_s"] = bench_loader(datamodule.val_dataloader(), steps)
     return out
-
-
-def format_profile(name: str, m: dict) -> list[str]:
-    """One model's ``profile_step`` as markdown lines (parts by time, with their share)."""
-    total = sum(r["total_ms"] for r in m["profile"].values())
-    matmul = sum(r["matmul_ms"] for r in m["profile"].values())
-    lines = [f"{name}: one training step, {total:.0f} ms profiled, {m['flops'] / 1e9:.1f} GFLOP, "
-             f"{m['random_draws'] / 1e6:.1f}M random draws; matrix products {matmul:.0f} ms "
-             f"({m['flops'] / 1e6 / max(matmul, 1e-9):.1f} GFLOP/s), the rest {total - matmul:.0f} ms",
-             "", "| part | forward ms | backward ms | total ms | of which matrix products ms | share |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for part, r in m["profile"].items():
-        lines.append(f"| {part} | {r['forward_ms']:.1f} | {r['backward_ms']:.1f} | {r['total_ms']:.1f} | "
-                     f"{r['matmul_ms']:.1f} | {100 * r['total_ms'] / total:.1f}% |")
-    return lines + [""]
 
 
 def format_table(result: dict) -> str:

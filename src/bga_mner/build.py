@@ -3,26 +3,31 @@
 Below the commands: ``training.run_fit``, ``evaluation.evaluate``, ``benchmark.run_bench``, the demo
 and the analyses build through these functions, and nothing here parses arguments or prints.
 Whether a run reads images (``data.use_images``) is decided here, once (:func:`decide_images`).
+Nothing a run stores names an absolute path: the checkpoint callback keeps its paths relative to
+its folder (:class:`RunCheckpoint`), so a moved run resumes from its own files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
 import string
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from bga_mner.atomic import atomic_write, atomic_write_text
+from bga_mner.config import real_context, to_plain  # noqa: F401 (real_context: re-exported)
 from bga_mner.run import git_commit, model_name
 
 Stage = Literal["fit", "test", "analysis"]
@@ -42,7 +47,7 @@ def reads_images(cfg: DictConfig, stage: Stage) -> bool:
     if stage == "fit":
         return bga and bool(cfg.data.use_images)
     if stage == "test":
-        real = cfg.model.inference_visual == "real" or cfg.model.get("text_context", "generated") == "real"
+        real = cfg.model.inference_visual == "real" or real_context(cfg)
         return bga and real and bool(cfg.data.use_images)
     if stage == "analysis":
         return bga
@@ -134,8 +139,8 @@ def compile_network(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
     Returns:
         ``model`` itself.
     """
-    if bool(cfg.trainer.get("compile", False)):
-        model.compile(options=compile_options(str(cfg.trainer.get("accelerator", "auto"))))
+    if cfg.trainer.compile:
+        model.compile(options=compile_options(str(cfg.trainer.accelerator)))
     return model
 
 
@@ -159,8 +164,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """``L.Trainer`` of the ``trainer:`` section, ``kwargs`` (loggers, callbacks, ...) over it.
-    Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless ``plugins`` is given."""
-    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+    Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless ``plugins`` is given.
+
+    Under SLURM the cluster environment is Lightning's ``SLURMEnvironment`` with
+    ``auto_requeue=False``: a requeue is ``bga-mner sweep``'s (submitit's checkpointing, which stops
+    the run with SIGTERM; it continues from its last finished epoch), never a second, mid-epoch
+    one of Lightning's (its SIGUSR1 handler would save an ``hpc_ckpt`` into the run folder)."""
+    if "plugins" not in kwargs:
+        kwargs["plugins"] = [AtomicCheckpointIO()]
+        if SLURMEnvironment.detect():
+            kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(**(trainer_kwargs(cfg) | kwargs))
 
 
@@ -237,13 +250,43 @@ class ResumeState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose state (inside every checkpoint it writes) names its
+    files relative to its folder: a moved run folder resumes with its own ``best.ckpt``, never
+    the old folder's (Lightning stores absolute paths, and reloads ``best_model_path`` even when
+    the folder changed). A checkpoint written before (absolute paths) loads the same way: each
+    file is taken from this callback's folder by its name."""
+
+    _PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for key in self._PATHS:
+            state[key] = os.path.basename(state[key]) if state.get(key) else state.get(key)
+        state["best_k_models"] = {os.path.basename(p): s for p, s in state["best_k_models"].items()}
+        state["dirpath"] = "."  # this callback's folder, wherever the run is now
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        here = str(self.dirpath)
+        for key in self._PATHS:
+            if state.get(key):
+                state[key] = os.path.join(here, os.path.basename(state[key]))
+        state["best_k_models"] = {os.path.join(here, os.path.basename(p)): s
+                                  for p, s in state.get("best_k_models", {}).items()}
+        state["dirpath"] = self.dirpath
+        super().load_state_dict(state)
+
+
 def best_checkpoint(run_dir: Path) -> ModelCheckpoint:
     """Keeps ``checkpoints/best.ckpt``, the epoch of the highest dev F1 (model selection on dev),
     and ``checkpoints/last.ckpt``, the end of the latest epoch (what ``fit --resume`` continues
-    from; the run removes it once finished)."""
-    return ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/f1",
-                           mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                           enable_version_counter=False)
+    from; the run removes it once finished); its state names them relative to the run folder
+    (:class:`RunCheckpoint`)."""
+    return RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/f1",
+                         mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False,
+                         enable_version_counter=False)
 
 
 def wandb_tags(cfg: DictConfig) -> list[str]:
@@ -253,7 +296,7 @@ def wandb_tags(cfg: DictConfig) -> list[str]:
     switches = {"no-scs": bga and not cfg.model.use_scs,
                 "no-cycle": bga and not cfg.model.use_cycle,
                 "inference-real-visual": bga and cfg.model.inference_visual == "real",
-                "real-context": bga and cfg.model.get("text_context", "generated") == "real",
+                "real-context": real_context(cfg),
                 "modality-missing": bool(cfg.data.modality_missing),
                 "text-only-data": not cfg.data.use_images}
     tags += [name for name, on in switches.items() if on]
@@ -292,13 +335,40 @@ def wandb_settings() -> Any:
     return wandb.Settings(silent=True, quiet=True)
 
 
+# W&B's folders outside its run folder (wandb 0.31): WANDB_CACHE_DIR holds wandb-core's debug logs
+# (written even offline, under ~/.cache/wandb by default) and the artifact cache; WANDB_DATA_DIR
+# artifacts being staged. WANDB_CONFIG_DIR (~/.config/wandb: the settings of `wandb login`) is
+# only read while logging, and stays where it is.
+WANDB_DIR_ENV = {"WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data"}
+
+
+@contextlib.contextmanager
+def wandb_dirs(run_dir: Path) -> Iterator[None]:
+    """Inside the block, W&B's cache and data folders are ``<run>/wandb/cache`` and ``.../data``
+    (where the environment does not name them already), so that a run writes nothing under the
+    home folder. wandb-core reads them when it starts (the first W&B run of the process).
+
+    Args:
+        run_dir: the run folder.
+    """
+    mine = {key: str(Path(run_dir) / "wandb" / sub) for key, sub in WANDB_DIR_ENV.items()
+            if not os.environ.get(key)}
+    os.environ.update(mine)
+    try:
+        yield
+    finally:
+        for key in mine:
+            os.environ.pop(key, None)
+
+
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     """CSV always; W&B unless ``logging.wandb=false`` (mode: env ``WANDB_MODE``, else config), under
     the run folder's W&B id (:func:`wandb_run_id`; a resumed run continues its W&B run), silent on
-    the console (:func:`wandb_settings`)."""
+    the console (:func:`wandb_settings`), its files under ``<run>/wandb`` (the caller runs the
+    training inside :func:`wandb_dirs`). The W&B run's name is ``run.name``."""
     loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="csv", version="")]
     if cfg.logging.wandb:
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = to_plain(cfg)
         config["git_commit"] = cfg.run.git_commit or git_commit()
         from lightning.pytorch.utilities import rank_zero_only
 

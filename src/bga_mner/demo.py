@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo" / "config.yaml"
-DEMO_SEEDS = (42, 43, 44)
-# (setting, overrides): the settings of report/claims.py
-MODELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("bga", ()), ("bert_crf", ("model.use_mcg=false", "data.use_images=false")))
+from bga_mner import registry
+
+DEMO_CONFIG = registry.get("demo").config
+DEMO_SEEDS = registry.get("demo").seeds  # its README.md's front matter (the registry)
+DEMO_JOBS = 2  # fit processes at a time
+
+
+def models() -> list[tuple[str, tuple[str, ...]]]:
+    """(setting, overrides) of full BGA-MNER and BERT-CRF: their make-claims settings (what
+    report/claims.py's demo_summary reads) and their experiments' overrides (the registry)."""
+    return [(registry.claims_setting(name), registry.get(name).overrides())
+            for name in (registry.REFERENCE, registry.BASELINE)]
 
 
 @dataclass
@@ -61,7 +68,7 @@ def plan(runs: Path, config: Path = DEMO_CONFIG, overrides: Sequence[str] = (),
     """
     out = []
     for seed in seeds:
-        for setting, switches in MODELS:
+        for setting, switches in models():
             name = f"{setting}-seed{seed}"
             fit = [*_bga_command(), "fit", "--resume", "--config", str(config), f"run.name={name}",
                    f"seed={seed}", f"paths.runs_dir={runs}", *switches, *overrides]
@@ -92,7 +99,7 @@ def _run_one(run: DemoRun, threads: int, logs: Path) -> DemoRun:
 
 
 def run_demo(runs: Path, config: Path = DEMO_CONFIG, overrides: Sequence[str] = (), rerun: bool = False,
-             seeds: Sequence[int] = DEMO_SEEDS, jobs: int = 2) -> list[DemoRun]:
+             seeds: Sequence[int] = DEMO_SEEDS, jobs: int = DEMO_JOBS) -> list[DemoRun]:
     """Train, test and analyse every run of :func:`plan`, ``jobs`` at a time.
 
     Args:
@@ -118,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bga_mner.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"), help="runs folder")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="demo config.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS), help="seeds (default 42 43 44)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS),
+                        help=f"seeds (default: experiments/demo's, {' '.join(map(str, DEMO_SEEDS))})")
+    parser.add_argument("--jobs", type=int, default=DEMO_JOBS, help="runs at a time (default %(default)s)")
     parser.add_argument("--rerun", action="store_true", help="redo finished runs")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)

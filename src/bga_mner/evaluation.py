@@ -8,7 +8,9 @@ image-free unless ``model.inference_visual=real``.
 ``write_evaluation_run`` makes the evaluation a run of its own, without retraining (Tables 4 and 7
 score the trained BGA-MNER runs this way): ``config.yaml`` (the merged config),
 ``predictions/test.conll`` and a ``results.json`` of the usual schema whose ``best_epoch``, ``dev``
-and ``seconds_per_epoch`` are the source run's, plus ``"evaluated_from"``. The command holds the
+and ``seconds_per_epoch`` are the source run's, plus ``"evaluated_from"`` (the source run folder,
+or the checkpoint, relative to the evaluation's folder: a runs folder moved as a whole keeps it
+true). The command holds the
 folder's lock from before the evaluation to the end (:func:`claim_evaluation_dir`); with
 ``replace`` an earlier evaluation in the folder is replaced (the make targets redo an evaluation
 this way when its trained run was redone), never a trained run.
@@ -17,6 +19,7 @@ this way when its trained run was redone), never a trained run.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from bga_mner.build import build_datamodule, build_trainer, decide_images
+from bga_mner.devices import check_devices
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.inference import build_system, read_checkpoint
 from bga_mner.metrics import TWEET_COUNTS_FILE, tweet_counts_record
@@ -46,6 +50,8 @@ class Evaluation:
         missing_images: tweets without image per split (None: images not read).
         image_counts: per split, the images' ``ImageCounts`` (missing and unreadable apart, boxes
             clipped and dropped; None: images not read).
+        object_source: where the crops came from (None: images not read).
+        label_versions: each split's label version (``data.label_versions``).
         is_global_zero: False on DDP ranks > 0, which must not write or print.
         tweet_counts: per-tweet span counts of the predictions (``metrics.tweet_counts_record``),
             written as ``predictions/test_counts.json`` for the report's statistics; None: not written.
@@ -58,6 +64,8 @@ class Evaluation:
     missing_images: dict[str, int | None]
     image_counts: dict[str, Any]
     is_global_zero: bool
+    object_source: str | None = None
+    label_versions: dict[str, str] | None = None
     tweet_counts: dict[str, Any] | None = None
 
 
@@ -73,6 +81,7 @@ def evaluate(ckpt_path: str | Path, overrides: DictConfig | None = None) -> Eval
     """
     system = build_system(read_checkpoint(ckpt_path), overrides)
     cfg = decide_images(system.cfg, "test")  # image-free unless model.inference_visual=real
+    check_devices(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False, enable_model_summary=False)
@@ -85,6 +94,8 @@ def evaluate(ckpt_path: str | Path, overrides: DictConfig | None = None) -> Eval
                       missing_images=dict(datamodule.missing_image_counts),
                       image_counts=dict(datamodule.image_counts),
                       is_global_zero=trainer.is_global_zero,
+                      object_source=datamodule.object_source,
+                      label_versions=dict(datamodule.label_versions),
                       tweet_counts=tweet_counts_record(datamodule.datasets["test"].tweets, predictions))
 
 
@@ -175,8 +186,11 @@ def write_evaluation_run(evaluation: Evaluation, ckpt_path: str | Path, out: str
                             test=evaluation.scores,
                             seconds_per_epoch=source.get("seconds_per_epoch"),
                             truncated=evaluation.truncated, missing_images=evaluation.missing_images,
-                            image_counts=evaluation.image_counts)
-    results["evaluated_from"] = str(source_dir or Path(ckpt_path).resolve())
+                            image_counts=evaluation.image_counts,
+                            object_source=evaluation.object_source,
+                            label_versions=evaluation.label_versions)
+    source = source_dir or Path(ckpt_path).resolve()
+    results["evaluated_from"] = os.path.relpath(source, run_dir.resolve())  # no absolute path inside a run
     return write_json(run_dir / RESULTS_FILE, results)
 
 

@@ -35,6 +35,7 @@ from typing import Sequence
 from bga_mner.errors import UserError
 
 LOCK_DIR_ENV = "BGA_MNER_GPU_SLOTS"
+POLL_S = 1.0  # seconds between tries while every slot is taken (python -m bga_mner.gpu_slots --poll)
 
 
 class SlotSpecError(UserError, ValueError):
@@ -141,7 +142,7 @@ def try_acquire(slots: Sequence[str], lock_dir: str | Path, command: str = "") -
     return None
 
 
-def acquire(slots: Sequence[str], lock_dir: str | Path, command: str = "", poll_s: float = 1.0,
+def acquire(slots: Sequence[str], lock_dir: str | Path, command: str = "", poll_s: float = POLL_S,
             timeout_s: float | None = None) -> SlotLease:
     """Wait for a free slot and take it (:func:`try_acquire` every ``poll_s`` seconds).
 
@@ -196,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gpus", required=True, help="slots: '0 1 2 3', or '0,1 2,3' for two GPUs each")
     parser.add_argument("--lock-dir", type=Path, default=None,
                         help=f"folder of the slot locks (default ${LOCK_DIR_ENV} or {default_lock_dir()})")
-    parser.add_argument("--poll", type=float, default=1.0, help="seconds between tries while waiting")
+    parser.add_argument("--poll", type=float, default=POLL_S,
+                        help="seconds between tries while waiting (default %(default)s)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from bga_mner.config import from_container, merge
+from bga_mner.config import check_values, from_container, merge, real_context, to_plain
 from bga_mner.data.conll import LABELS, Tweet
 from bga_mner.errors import UserError
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bga_mner.system import MNERSystem
 
 INFERENCE_FORMAT = "bga-mner-inference/1"
+BATCH_SIZE = 32  # windows per forward pass of tag_tweets (bga-mner predict --batch-size, tagger.Tagger)
 
 
 class CheckpointError(UserError, ValueError):
@@ -63,7 +64,7 @@ def save_inference_checkpoint(system: MNERSystem, path: str | Path) -> Path:
     from bga_mner.atomic import atomic_write
 
     blob = {"format": INFERENCE_FORMAT,
-            "config": OmegaConf.to_container(system.cfg, resolve=True),
+            "config": to_plain(system.cfg),
             "labels": list(LABELS),
             "state_dict": system.model.inference_state_dict()}
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
@@ -81,23 +82,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             holds another label set (one line naming the file).
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: a folder, not a checkpoint file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    # Lightning checkpoints hold only tensors and plain containers; weights_only=True refuses
-    # arbitrary pickled objects.
-    try:
-        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
-            warnings.simplefilter("ignore", UserWarning)
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (PermissionError, FileNotFoundError, IsADirectoryError):
-        raise  # the command line names the file
-    except Exception as err:  # pickle/zip/EOF/OS/RuntimeError: not a checkpoint, or a truncated one
-        raise CheckpointError(f"{path}: not a readable checkpoint, or a truncated one "
-                              f"({_one_line(err)})") from None
-    if not isinstance(blob, dict):
-        raise CheckpointError(f"{path}: not a bga-mner checkpoint (holds a {type(blob).__name__})")
+    blob = load_checkpoint_file(path)
     if blob.get("format") == INFERENCE_FORMAT:
         missing = [k for k in ("config", "labels", "state_dict") if k not in blob]
         if missing:
@@ -113,6 +98,38 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                           strip_prefix(blob["state_dict"]), False)
     raise CheckpointError(f"{path}: neither a bga-mner Lightning checkpoint nor a "
                           f"{INFERENCE_FORMAT} file")
+
+def load_checkpoint_file(path: str | Path, hint: str = "", mmap: bool = False) -> dict[str, Any]:
+    """The dict a checkpoint file holds, read with ``torch.load(weights_only=True)``: tensors and
+    plain containers only, never arbitrary pickled objects (``weights_only=True`` given here wins
+    over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``).
+
+    Args:
+        path: the file.
+        hint: appended to the error message (what to do about an unreadable file).
+        mmap: map the file instead of reading it (to look at a few entries of a large one).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no such file; a folder.
+        CheckpointError: not a checkpoint, truncated or damaged, or not a dict (one line naming it).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (PermissionError, FileNotFoundError, IsADirectoryError):
+        raise  # the command line names the file
+    except Exception as err:  # pickle/zip/EOF/OS/RuntimeError: not a checkpoint, or a truncated one
+        raise CheckpointError(f"{path}: not a readable checkpoint, or a truncated one "
+                              f"({_one_line(err)}){hint}") from None
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a bga-mner checkpoint (holds a {type(blob).__name__}){hint}")
+    return blob
 
 
 def _one_line(err: BaseException, limit: int = 160) -> str:
@@ -138,12 +155,13 @@ def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
     from bga_mner.build import reads_images
     from bga_mner.system import MNERSystem
 
-    cfg = merge(ckpt.config, overrides, "overrides") if overrides is not None else ckpt.config.copy()
+    cfg = check_values(merge(ckpt.config, overrides, "overrides")) if overrides is not None \
+        else ckpt.config.copy()
     if build_visual is None:
         build_visual = reads_images(cfg, "test")
-    real_context = bool(cfg.model.use_mcg) and cfg.model.get("text_context", "generated") == "real"
-    if (build_visual or real_context) and ckpt.image_free:
-        key = "model.text_context=real" if real_context else "model.inference_visual=real"
+    real = real_context(cfg)
+    if (build_visual or real) and ckpt.image_free:
+        key = "model.text_context=real" if real else "model.inference_visual=real"
         raise CheckpointError(f"{ckpt.path}: an image-free inference checkpoint has no visual "
                               "weights; use the Lightning checkpoint (checkpoints/best.ckpt) for "
                               f"{key}")
@@ -291,7 +309,7 @@ def _to_device(batch: dict, device: str | torch.device) -> dict:
 
 
 def tag_tweets(system: Any, tokenizer: Any, tweets: Sequence[Tweet],
-               batch_size: int = 32, device: str | torch.device = "cpu",
+               batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
                stats: TagStats | None = None, max_length: int | None = None,
                progress: Callable[[int], None] | None = None) -> list[list[str]]:
     """Predicted BIO tags of every word of every tweet, image-free, in input order.

@@ -36,7 +36,7 @@ def tweet_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -
     """Per tweet and entity type: true positives, predicted and gold entities (exact spans).
 
     The counts behind every score here: :class:`SpanF1` sums them over tweets, and the report's
-    bootstrap and randomisation tests (``report/statistics.py``) resample them per tweet.
+    bootstrap and randomisation tests (``report/bootstrap.py``, ``report/significance.py``) resample them per tweet.
 
     Args:
         gold: gold tags, one list per tweet.

@@ -4,7 +4,7 @@
 template) and writes the metadata block from ``ModelCardData``: language, license, library, tags and
 the test scores as ``model-index`` evaluation results (``EvalResult``: F1, precision, recall, F1
 per type), which the Hub shows beside the model. The 95% interval of the test F1 is the report's
-bootstrap over test tweets (``report.statistics.bootstrap_ci`` on the run's
+bootstrap over test tweets (``report.bootstrap.bootstrap_ci`` on the run's
 ``predictions/test_counts.json``), so the card and ``bga-mner report`` give the same numbers.
 """
 
@@ -42,9 +42,10 @@ def _pct(value: Any) -> str:
 
 
 def test_f1_interval(run_dir: str | Path) -> tuple[float, float, int] | None:
-    """The 95% bootstrap interval of a run's test F1 over its test tweets (``report.statistics``)
+    """The 95% bootstrap interval of a run's test F1 over its test tweets (``report.bootstrap``)
     and the number of those tweets, or None when the run has no ``predictions/test_counts.json``."""
-    from bga_mner.report.statistics import bootstrap_ci, read_counts
+    from bga_mner.report.bootstrap import bootstrap_ci
+    from bga_mner.report.statistics import read_counts
 
     counts = read_counts(run_dir)
     return None if counts is None else (*bootstrap_ci(counts), len(counts))

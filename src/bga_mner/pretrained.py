@@ -31,7 +31,7 @@ from typing import Any, Mapping
 from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants
 from omegaconf import DictConfig, OmegaConf
 
-from bga_mner.config import from_container, section
+from bga_mner.config import from_container, real_context, section
 from bga_mner.data.conll import LABELS
 from bga_mner.errors import UserError
 from bga_mner.models.bga_mner import BGAMNER
@@ -128,7 +128,7 @@ def network_from_checkpoint(ckpt: Any) -> PretrainedBGAMNER:
     """
     from bga_mner.inference import load_checkpoint_weights
 
-    if ckpt.config.model.use_mcg and ckpt.config.model.get("text_context", "generated") == "real":
+    if real_context(ckpt.config):
         raise UserError(f"{ckpt.path}: trained with model.text_context=real, the model reads the real "
                         "image of each tweet (its text layers attend to the real visual tokens); "
                         "image-free tagging (predict, export) cannot use it: evaluate it with "

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from bga_mner.atomic import atomic_write_text, remove_temporary_files
-from bga_mner.config import ConfigError, to_yaml
+from bga_mner.config import ConfigError, to_plain, to_yaml
 from bga_mner.errors import UserError
 from bga_mner.run_lock import LOCK_FILE, NotWritableError, RunLock
 
@@ -113,7 +113,7 @@ def resume_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if not saved_path.is_file():
         return cfg
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True))
-    given = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    given = _flatten(to_plain(cfg))
     differ = sorted(k for k in set(saved) | set(given)
                     if not k.startswith(RESUME_FREE_KEYS) and saved.get(k) != given.get(k))
     if differ:
@@ -191,12 +191,16 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
 
 def git_commit(path: str | Path | None = None) -> str | None:
     """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), with a
-    ``-dirty`` suffix when tracked files differ from it; None outside a repository."""
+    ``-dirty`` suffix when tracked files differ from it; None outside a repository. Read only:
+    ``git --no-optional-locks`` never takes the index lock nor rewrites the index (a plain
+    ``git status`` refreshes it), so a read-only checkout, or one that another git command is
+    using, is left alone."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", "--no-optional-locks", *args], cwd=where, capture_output=True,
+                              text=True, timeout=10, check=True, env=env).stdout.strip()
 
     try:
         sha = git("rev-parse", "HEAD")
@@ -204,6 +208,27 @@ def git_commit(path: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if sha and dirty else sha or None
+
+
+# Caches that libraries write outside the run when they are imported or compile: matplotlib's font
+# list and config folder (~/.cache, ~/.config; torchmetrics imports matplotlib with Lightning),
+# torch.compile's inductor and Triton caches (/tmp/torchinductor_<user>, ~/.triton).
+LIBRARY_CACHE_ENV = {"MPLCONFIGDIR": "matplotlib", "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+                     "TRITON_CACHE_DIR": "triton"}
+
+
+def library_caches(cache_dir: str | Path) -> None:
+    """Point the caches that libraries write (:data:`LIBRARY_CACHE_ENV`) into ``paths.cache_dir``
+    (``<cache_dir>/matplotlib``, ...), where the environment does not name them already, so that a
+    run writes only where it was told (and a compiled run finds its kernels again). Call it
+    before torch and Lightning are imported.
+
+    Args:
+        cache_dir: ``paths.cache_dir``.
+    """
+    for key, sub in LIBRARY_CACHE_ENV.items():
+        if not os.environ.get(key):
+            os.environ[key] = str(Path(cache_dir).absolute() / sub)
 
 
 def package_versions() -> dict[str, str]:
@@ -223,7 +248,8 @@ def package_versions() -> dict[str, str]:
 def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, Any] | None,
                   test: Mapping[str, Any], seconds_per_epoch: float | None,
                   truncated: Mapping[str, int], missing_images: Mapping[str, int | None],
-                  image_counts: Mapping[str, Any]) -> dict:
+                  image_counts: Mapping[str, Any], object_source: str | None = None,
+                  label_versions: Mapping[str, str] | None = None) -> dict:
     """The ``results.json`` dict of docs/ARCHITECTURE.md (P/R/F1 in percent, unrounded).
 
     ``best_epoch``, ``dev`` and ``seconds_per_epoch`` are None (JSON null) only for the evaluation
@@ -234,7 +260,11 @@ def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, 
             None: the split was read without images).
         image_counts: the data module's ``image_counts``: per split, an ``images.ImageCounts``
             (or its ``as_dict()``) or None (read without images); recorded with missing and
-            unreadable images apart and the clipped and dropped boxes.
+            unreadable images apart, the clipped and dropped boxes, the crop files missing and
+            unreadable, and the tweets with 0..K crops (``crops_per_tweet``, a list).
+        object_source: where the K object crops came from (``detections`` | ``grounding`` |
+            ``rcnn`` | ``none``; None: read without images).
+        label_versions: each split's label version (``data.label_versions``; None: not known).
     """
     return {
         "run": str(cfg.run.name),
@@ -251,12 +281,19 @@ def build_results(cfg: DictConfig, *, best_epoch: int | None, dev: Mapping[str, 
         "truncated_tweets": {k: int(v) for k, v in truncated.items()},
         # None for a split read without images (data.use_images=false)
         "missing_images": {k: None if v is None else int(v) for k, v in missing_images.items()},
-        "image_counts": {k: None if v is None else {n: int(c) for n, c in (
-            v if isinstance(v, Mapping) else v.as_dict()).items()} for k, v in image_counts.items()},
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "image_counts": {k: None if v is None else _plain_counts(v) for k, v in image_counts.items()},
+        "object_source": object_source,
+        "label_version": None if label_versions is None else dict(label_versions),
+        "config": to_plain(cfg),
         "git_commit": cfg.run.git_commit or git_commit(),  # fit records it at the start
         "versions": package_versions(),
     }
+
+
+def _plain_counts(counts: Any) -> dict[str, Any]:
+    """An ``ImageCounts`` (or its ``as_dict()``) as JSON: ints, and lists of ints."""
+    items = (counts if isinstance(counts, Mapping) else counts.as_dict()).items()
+    return {n: [int(x) for x in c] if isinstance(c, (list, tuple)) else int(c) for n, c in items}
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:

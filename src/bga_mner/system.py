@@ -13,11 +13,11 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from bga_mner.config import ModelConfig, from_container, section
+from bga_mner.config import ModelConfig, from_container, section, to_plain
 from bga_mner.data.conll import LABELS
 from bga_mner.data.encode import tags_from_predictions
 from bga_mner.metrics import SpanF1
@@ -40,7 +40,7 @@ def parameter_groups(model: nn.Module, optim_cfg: DictConfig | Mapping[str, Any]
     lr = float(optim_cfg["lr"])
 
     def rate(key: str) -> float:
-        value = optim_cfg.get(key)
+        value = optim_cfg[key]
         return lr if value is None else float(value)
 
     lrs = {"encoder": lr, "visual": rate("visual_lr"), "head": rate("head_lr"),
@@ -96,7 +96,7 @@ class MNERSystem(L.LightningModule):
                  pretrained: bool | None = None) -> None:
         super().__init__()
         cfg = config if isinstance(config, DictConfig) else from_container(config, "checkpoint config")
-        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+        self.save_hyperparameters({"config": to_plain(cfg)})  # plain words: read with weights_only=True
         self.cfg = cfg
         model_cfg: ModelConfig = section(cfg, "model")
         self.model = build_model(model_cfg, num_labels=len(LABELS), build_visual=build_visual,

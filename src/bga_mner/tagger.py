@@ -29,9 +29,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from bga_mner.data.conll import Tweet
-from bga_mner.inference import TagStats, tag_tweets
+from bga_mner.inference import BATCH_SIZE, TagStats, tag_tweets
 
-DEFAULT_BATCH_SIZE = 32  # windows per forward pass
 _WORD = re.compile(r"\S+")  # the words of str.split(), with their offsets
 
 
@@ -50,7 +49,7 @@ class Tagger:
     """
 
     def __init__(self, network: torch.nn.Module, tokenizer: Any, max_length: int,
-                 batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device = "cpu",
+                 batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu",
                  runner: Callable[[dict], torch.Tensor] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
@@ -63,7 +62,7 @@ class Tagger:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+    def from_pretrained(cls, name_or_path: str | Path, *, batch_size: int = BATCH_SIZE,
                         device: str | torch.device = "cpu", revision: str | None = None,
                         runtime: str = "torch") -> "Tagger":
         """A tagger from a ``bga-mner export`` folder or a hub id.
@@ -95,7 +94,7 @@ class Tagger:
         return cls(network, tokenizer, config["max_length"], batch_size, device, runner)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+    def from_checkpoint(cls, path: str | Path, *, batch_size: int = BATCH_SIZE,
                         device: str | torch.device = "cpu") -> "Tagger":
         """A tagger from a run's checkpoint (``checkpoints/inference.pt`` or ``best.ckpt``).
 

@@ -11,24 +11,34 @@ loops and callbacks (Lightning), the random streams and the train loader's shuff
 (``build.ResumeState``), the dev history (``MNERSystem.on_save_checkpoint``) and the epoch times,
 so the resumed run ends where the uninterrupted one would (same seed, CPU): same results, same
 predictions. The logged rows of the lost partial epoch are dropped from ``csv/metrics.csv``.
+Every checkpoint is read with ``weights_only=True`` (Lightning's resume and test included), and
+the run's own files are found from its folder: a moved run folder resumes from its own
+``best.ckpt`` (``build.RunCheckpoint``).
+
+A signal (SIGTERM, SIGINT: ``errors.Interrupted``) stops the run where it is; ``last.ckpt`` stays
+the end of the last finished epoch, the lock is released, and the exception names the run
+(``run_name``) so that the command can say how to resume.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from bga_mner.build import (EpochTimer, ResumeState, best_checkpoint, build_datamodule, build_trainer,
-                            check_backbones_available, compile_network, decide_images, make_loggers)
+                            check_backbones_available, compile_network, decide_images, make_loggers,
+                            wandb_dirs)
+from bga_mner.devices import check_devices
 from bga_mner.data.conll import Tweet, write_conll
-from bga_mner.inference import save_inference_checkpoint
+from bga_mner.errors import Interrupted
+from bga_mner.inference import CheckpointError, load_checkpoint_file, save_inference_checkpoint
 from bga_mner.metrics import TWEET_COUNTS_FILE, tweet_counts_record
 from bga_mner.atomic import atomic_write
 from bga_mner.run import (LAST_CHECKPOINT, build_results, claim_run_dir, git_commit, resume_config, save_config,
@@ -56,9 +66,15 @@ def run_fit(cfg: DictConfig, resume: bool = False) -> dict:
         run_lock.RunBusyError: another live run holds the folder (before any work).
         FileExistsError: the folder holds a finished run; or an unfinished one and not ``resume``.
         run_lock.NotWritableError: the runs folder cannot be written.
+        UserError: a device the config names is not on this machine (before the folder exists);
+            ``inference.CheckpointError``: an unreadable ``last.ckpt`` to resume from.
+        errors.Interrupted: a signal stopped the run (its ``run_name`` set).
+        OSError: a full disk or a read-only file system, naming the file, or the run folder
+            where the writer (a logger) did not say which file.
     """
     check_backbones_available(cfg)  # a hub id that cannot be had: one line, before any run folder
     L.seed_everything(int(cfg.seed), workers=True)
+    check_devices(cfg)  # before the run folder exists: a refused run leaves nothing behind
     cfg = decide_images(cfg, "fit")
     cfg.run.git_commit = git_commit()  # the code the run starts from (saved in config.yaml too)
     if not cfg.run.name and os.environ.get(RUN_NAME_ENV):
@@ -74,20 +90,42 @@ def run_fit(cfg: DictConfig, resume: bool = False) -> dict:
         if resume and rank_zero:
             cfg = resume_config(cfg, run_dir)
         last = run_dir / LAST_CHECKPOINT
-        return _train_and_test(cfg, run_dir, last if resume and last.is_file() else None)
+        with wandb_dirs(run_dir):  # W&B writes under the run folder only
+            return _train_and_test(cfg, run_dir, last if resume and last.is_file() else None)
+    except Interrupted as err:
+        err.run_name = str(cfg.run.name)
+        raise
+    except OSError as err:  # a logger's write: name the run folder at least
+        if err.filename is None and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise OSError(err.errno, err.strerror, str(run_dir)) from err
+        raise
     finally:
         os.environ.pop(RUN_NAME_ENV, None)
         if lock is not None:
             lock.release()
 
 
-def _logged_rows(run_dir: Path, ckpt: Path) -> tuple[list[str], list[dict]] | None:
+def resume_epoch(ckpt: Path) -> int:
+    """The last finished epoch that ``ckpt`` (a run's ``last.ckpt``) holds, read with
+    ``weights_only=True`` before any work: an unreadable file is one line, not a traceback after
+    the data and the model were built.
+
+    Raises:
+        inference.CheckpointError: not a checkpoint of a run, truncated or damaged.
+    """
+    hint = "; delete it, and `bga-mner fit --resume` starts the run over"
+    blob = load_checkpoint_file(ckpt, hint=hint, mmap=True)
+    if not isinstance(blob.get("epoch"), int) or "state_dict" not in blob:
+        raise CheckpointError(f"{ckpt}: not a Lightning checkpoint of a run (no epoch or weights){hint}")
+    return int(blob["epoch"])
+
+
+def _logged_rows(run_dir: Path, epoch: int) -> tuple[list[str], list[dict]] | None:
     """Header and rows of the interrupted run's ``csv/metrics.csv`` up to the checkpoint's epoch
     (the rows of the lost partial epoch are logged again)."""
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return None
-    epoch = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"])
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         rows = [row for row in reader if row.get("epoch") and int(float(row["epoch"])) <= epoch]
@@ -115,24 +153,27 @@ def _restore_logged_rows(loggers: list[Logger], logged: tuple[list[str], list[di
 
 def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt: Path | None = None) -> dict:
     rank_zero = rank_zero_only.rank == 0
+    epoch = resume_epoch(ckpt) if ckpt is not None else None  # before any work
     if rank_zero:
         save_config(cfg, run_dir)
     datamodule = build_datamodule(cfg, run_dir)
     system = MNERSystem(cfg)
     compile_network(system.model, cfg)  # trainer.compile: the network's forward, in place
     checkpoint, timer = best_checkpoint(run_dir), EpochTimer()
-    logged = _logged_rows(run_dir, ckpt) if ckpt is not None and rank_zero else None
+    logged = _logged_rows(run_dir, epoch) if epoch is not None and rank_zero else None
     loggers = make_loggers(cfg, run_dir)
     if logged is not None:
         _restore_logged_rows(loggers, logged)
     trainer = build_trainer(cfg, default_root_dir=run_dir, logger=loggers,
                             callbacks=[checkpoint, timer, ResumeState()])
-    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt)
+    # weights_only=True: checkpoints hold tensors and plain containers only (never unpickle code)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     if not checkpoint.best_model_path:
         raise RuntimeError(f"{run_dir}: no checkpoint was saved (did validation run?)")
     best = system.best_validation()
     # system.test_predictions: every process's tweets, gathered (MNERSystem.on_test_epoch_end)
-    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False,
+                 weights_only=True)
     if not trainer.is_global_zero:
         return {"results": None, "run_dir": run_dir, "results_path": None, "wandb_dir": None}
 
@@ -143,7 +184,8 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt: Path | None = None) ->
     results = build_results(
         cfg, best_epoch=best["epoch"], dev=best["scores"], test=system.test_scores,
         seconds_per_epoch=timer.mean, truncated=datamodule.truncated_counts,
-        missing_images=datamodule.missing_image_counts, image_counts=datamodule.image_counts)
+        missing_images=datamodule.missing_image_counts, image_counts=datamodule.image_counts,
+        object_source=datamodule.object_source, label_versions=datamodule.label_versions)
     results_path = write_json(run_dir / "results.json", results)
     (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)  # finished: nothing left to resume
 

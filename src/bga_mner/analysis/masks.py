@@ -1,6 +1,7 @@
 """Sampled content (Fig. 4) in numbers: what the Stage-refined Context Samplers keep at each BGA layer.
 
-:func:`sampled_masks` reads the evaluation-mode (argmax) keep decisions of both samplers for the
+:func:`sampled_masks` reads the evaluation-mode keep decisions of both samplers (each keeps the
+``model.keep_ratio`` share of a tweet's units it scores highest: ``models.sampler``) for the
 tweets of a batch that have an image (:class:`TweetMasks`: word pieces, gold entity of each piece,
 global-image and crop patches); :func:`keep_rates` pools them over many tweets (:class:`KeepRates`).
 The figures are in :mod:`bga_mner.analysis.mask_plots`.
@@ -155,8 +156,8 @@ def _tweet_masks(batch: Mapping[str, Any], i: int, text: torch.Tensor, visual: t
 @torch.no_grad()
 def sampled_masks(model: nn.Module, batch: Mapping[str, Any], tokenizer: Any = None,
                   device: torch.device | str = "cpu") -> list[TweetMasks]:
-    """Fig. 4's content: the evaluation-mode (argmax) SCS decisions for the tweets of a batch that
-    have an image.
+    """Fig. 4's content: the evaluation-mode SCS decisions (the ``keep_ratio`` share of most
+    probable units) for the tweets of a batch that have an image.
 
     Args:
         model: a ``BGAMNER`` with its visual branch (``use_mcg=true``, ``build_visual=True``).

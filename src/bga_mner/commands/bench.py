@@ -7,13 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from bga_mner.benchmark import STEPS, WARMUP, format_table, run_bench
 from bga_mner.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment config.yaml (overrides of the defaults in bga_mner.config)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help="timed steps per measurement (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=WARMUP,
+                        help="untimed steps before timing (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one training step per part of the network and count its FLOPs")
@@ -26,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.warmup < 0:
         raise SystemExit("bga-mner bench: --steps must be >= 1 and --warmup >= 0")
-    from bga_mner.benchmark import format_table, run_bench
-
     result = run_bench(load_config(args.config, args.overrides), args.steps, args.warmup, args.profile,
                        args.compiled)
     print(json.dumps(result, indent=2) if args.json else format_table(result))

@@ -11,41 +11,44 @@ from __future__ import annotations
 import argparse
 import logging
 
+from bga_mner.data.detect import BATCH_SIZE, WEIGHTS, DetectorSettings, detect_folder
+from bga_mner.devices import torch_device
 from bga_mner.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of <IMGID>.jpg files")
     parser.add_argument("--out", required=True, help="objects file to write (JSONL)")
-    parser.add_argument("--weights", choices=("default", "none"), default="default",
+    parser.add_argument("--weights", choices=WEIGHTS, default=DetectorSettings.weights,
                         help="default: COCO weights from the torch hub cache (no download); "
                              "none: random init (tests)")
-    parser.add_argument("--score-threshold", type=float, default=0.0,
-                        help="drop detections scoring below this (default 0.0)")
-    parser.add_argument("--max-objects", type=int, default=10, help="detections kept per image")
+    parser.add_argument("--score-threshold", type=float, default=DetectorSettings.score_threshold,
+                        help="drop detections scoring below this (default %(default)s)")
+    parser.add_argument("--max-objects", type=int, default=DetectorSettings.max_objects,
+                        help="detections kept per image (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    parser.add_argument("--min-size", type=int, default=800,
-                        help="detector's internal resize of the shorter side (torchvision default 800)")
-    parser.add_argument("--max-size", type=int, default=1333,
-                        help="detector's cap on the longer side (torchvision default 1333)")
-    parser.add_argument("--proposals", type=int, default=1000,
-                        help="RPN proposals per image at test time (torchvision default 1000)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="images per forward pass (default %(default)s)")
+    parser.add_argument("--min-size", type=int, default=DetectorSettings.min_size,
+                        help="detector's internal resize of the shorter side (torchvision default %(default)s)")
+    parser.add_argument("--max-size", type=int, default=DetectorSettings.max_size,
+                        help="detector's cap on the longer side (torchvision default %(default)s)")
+    parser.add_argument("--proposals", type=int, default=DetectorSettings.proposals,
+                        help="RPN proposals per image at test time (torchvision default %(default)s)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar on stderr (images/s, time left); default: on a terminal")
 
 
 def main(args: argparse.Namespace) -> int:
-    from bga_mner.data.detect import detect_folder
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if min(args.max_objects, args.batch_size, args.proposals) < 1:
         raise UserError("--max-objects, --batch-size and --proposals must be at least 1")
-    stats = detect_folder(args.images_dir, args.out, weights=args.weights,
-                          score_threshold=args.score_threshold, max_objects=args.max_objects,
-                          device=args.device, batch_size=args.batch_size,
-                          min_size=args.min_size, max_size=args.max_size,
-                          proposals=args.proposals, progress=args.progress)
+    torch_device(args.device)  # a device this machine has, before any image is read
+    settings = DetectorSettings(weights=args.weights, score_threshold=args.score_threshold,
+                                max_objects=args.max_objects, min_size=args.min_size,
+                                max_size=args.max_size, proposals=args.proposals)
+    stats = detect_folder(args.images_dir, args.out, settings, device=args.device,
+                          batch_size=args.batch_size, progress=args.progress)
     empty = f"; {stats.empty_boxes} boxes without area dropped" if stats.empty_boxes else ""
     resumed = f"; {stats.resumed} from the interrupted run before" if stats.resumed else ""
     print(f"{args.out}: {stats.written} images with detections written; "

@@ -31,10 +31,12 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TextIO
 
+from bga_mner.atomic import output
 from bga_mner.data.conll import Tweet, write_conll
 from bga_mner.data.raw_input import INPUT_FORMATS, read_tweets, stream_tweets
 from bga_mner.data.spans import bio_to_spans
 from bga_mner.errors import UserError
+from bga_mner.inference import BATCH_SIZE
 
 CHUNK_TWEETS = 1024  # tweets tagged (sorted by length) and written at a time
 RUNTIMES = ("torch", "onnx", "onnx-int8")
@@ -67,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "first non-blank line starts with IMGID:, else text (one tweet a line)")
     parser.add_argument("--format", choices=("jsonl", "conll"), default="jsonl", help="output format")
     parser.add_argument("--out", help="output file (default: stdout)")
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="windows per forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="with --model: onnx runs the folder's model.onnx with ONNX Runtime, onnx-int8 "
@@ -101,6 +104,7 @@ def _prepend(first: list[Tweet], rest: Iterator[list[Tweet]]) -> Iterator[list[T
 
 
 def main(args: argparse.Namespace) -> int:
+    from bga_mner.devices import torch_device
     from bga_mner.inference import TagStats
     from bga_mner.tagger import Tagger
 
@@ -108,12 +112,13 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.runtime != "torch" and not args.model:
         raise UserError(f"--runtime {args.runtime} needs --model (an export folder with its ONNX files)")
+    device = torch_device(args.device)  # a device this machine has, before anything is read
     chunks, total = _input(args)  # the input first: a bad line is reported before the model is loaded
     if args.model:
-        tagger = Tagger.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
+        tagger = Tagger.from_pretrained(args.model, batch_size=args.batch_size, device=device,
                                         runtime=args.runtime)
     else:
-        tagger = Tagger.from_checkpoint(args.ckpt, batch_size=args.batch_size, device=args.device)
+        tagger = Tagger.from_checkpoint(args.ckpt, batch_size=args.batch_size, device=device)
     stats = TagStats()
 
     def tag_and_write(out: TextIO) -> None:
@@ -125,16 +130,8 @@ def main(args: argparse.Namespace) -> int:
                 write_predictions(out, chunk, tagger.tag(chunk, stats, progress=bar.update), args.format)
                 out.flush()
 
-    if args.out:
-        from bga_mner.atomic import atomic_write
-
-        def write_file(tmp: Path) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                tag_and_write(f)
-
-        atomic_write(args.out, write_file)
-    else:
-        tag_and_write(sys.stdout)
+    with output(args.out) as out:  # --out: complete or absent, never cut mid-line
+        tag_and_write(out)
     if stats.windowed:
         print(f"bga-mner predict: {stats.windowed} of {stats.tweets} tweets longer than the model's "
               f"window ({tagger.max_length} word pieces) tagged in {stats.windows} overlapping windows",

@@ -3,7 +3,9 @@
 Entities are counted as the metric scores them: conlleval chunks from
 :func:`bga_mner.data.spans.bio_to_spans`, where an ``I-X`` after ``O`` (or after another type)
 opens an entity. ``--count b-tags`` counts ``B-`` tags instead, which is how the published
-Table 1 counts Twitter-2015 (see docs/data.md).
+Table 1 counts Twitter-2015 (see docs/data.md). The last line says which label version the folder
+holds (``data.label_versions``: UMT's original files, HVPNeT's repaired Twitter-2015, or unknown)
+and whether it is the one the paper used; ``--json`` gives it under ``"labels"``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bga_mner.data.conll import ENTITY_TYPES, SPLITS, Tweet, read_split_dir
+from bga_mner.data.label_versions import FolderVersion, detect_version
 from bga_mner.data.spans import bio_to_spans
 
 COUNT_MODES = ("spans", "b-tags")
@@ -45,7 +48,10 @@ def dataset_stats(root: str | Path, mode: str = "spans") -> dict[str, dict]:
         root: folder with ``train.txt``, ``valid.txt`` and ``test.txt``.
         mode: see :func:`count_entities`.
     """
-    splits = read_split_dir(root)
+    return _stats(read_split_dir(root), mode)
+
+
+def _stats(splits: dict[str, list[Tweet]], mode: str) -> dict[str, dict]:
     return {split: {"tweets": len(tweets), "entities": count_entities(tweets, mode)}
             for split, tweets in splits.items()}
 
@@ -75,12 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # a missing, empty or malformed split file is an error of the command line's one error path
-    stats = dataset_stats(args.dir, args.count)
+    splits = read_split_dir(args.dir)
+    stats = _stats(splits, args.count)
+    version: FolderVersion = detect_version(args.dir, splits)
     misc_name = "OTHER" if args.keep_other else "MISC"
     if args.json:
         for split in stats.values():
             split["entities"] = {(misc_name if t == "MISC" else t): n for t, n in split["entities"].items()}
-        print(json.dumps(stats))
+        print(json.dumps({**stats, "labels": version.as_dict()}))
     else:
         print(format_table(stats, title=args.dir.name, misc_name=misc_name))
+        print(version.describe())
     return 0

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bga_mner.config import load_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoints/best.ckpt or checkpoints/inference.pt")
@@ -32,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bga_mner.atomic import atomic_write
     from bga_mner.data.conll import write_conll
     from bga_mner.evaluation import claim_evaluation_dir, evaluate, write_evaluation_run
     from bga_mner.inference import scores_table
 
-    overrides = OmegaConf.load(args.config) if args.config else OmegaConf.create()
-    overrides = OmegaConf.merge(overrides, OmegaConf.from_dotlist(list(args.overrides)))
+    overrides = load_overrides(args.config, args.overrides)  # checked before anything is created
     experiment = OmegaConf.select(overrides, "run.experiment")
     if experiment is None and args.config and Path(args.config).name == "config.yaml":
         experiment = Path(args.config).parent.name  # as load_config names a fit's experiment
@@ -51,9 +53,8 @@ def main(args: argparse.Namespace) -> int:
         evaluation = evaluate(args.ckpt, overrides)
         if not evaluation.is_global_zero:  # a DDP rank > 0: rank 0 writes and prints
             return 0
-        if args.predictions:
-            Path(args.predictions).parent.mkdir(parents=True, exist_ok=True)
-            write_conll(args.predictions, evaluation.predictions)
+        if args.predictions:  # complete or absent (a full disk, a signal), never cut
+            atomic_write(args.predictions, lambda tmp: write_conll(tmp, evaluation.predictions))
         scores = evaluation.scores
         print(json.dumps(scores, indent=2) if args.json else scores_table(scores))
         if args.out:

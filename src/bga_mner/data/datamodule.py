@@ -4,9 +4,11 @@ Settings (the ``data:`` section of the config):
 
 - data set: ``name`` (``twitter2015`` | ``twitter2017`` | ``synthetic``), ``root`` (default
   ``<paths.data_dir>/<name>``; the synthetic set is generated into
-  ``<paths.cache_dir>/synthetic-<hash>``), ``images_dir`` (default ``<root>/images``),
-  ``objects_file`` (default ``<root>/objects.jsonl``; absent: no object crops). Real data without
-  images is fine: every tweet gets ``has_image=False``, counted and logged.
+  ``<paths.cache_dir>/synthetic-<hash>``), ``images_dir`` (default ``<root>/images``, else the
+  release's ``<root>_images``), ``object_source`` and ``objects_file``: the suite's own layout or
+  the HVPNeT/MKGformer release's, read as it is (``data/image_sources.py``). A tweet without a
+  readable image gets ``has_image=False``, counted and logged; a split with no readable image at
+  all stops a multimodal run in ``setup`` (``image_sources.check_found``).
 - ``use_images=false``: no visual input at all; the batch has no image keys.
 - data-limited (Fig. 5): ``train_limit=n`` keeps n train tweets drawn with the run seed (in file
   order) and saves their ids to ``<run_dir>/train_subset.json``. With ``train_limit_fill=true`` an
@@ -28,8 +30,10 @@ one tweet and only known labels (``conll.read_conll``: ``path:line`` errors; an 
 ``<path>: no tweets (empty file)``), an ``images_dir`` or ``objects_file`` that is set exists, and
 every line of the objects file is valid (``detect.read_objects``). After it, ``truncated_counts``
 and ``missing_image_counts`` hold ``{split: count}`` for the results JSON (tweets without a
-readable image; None with ``use_images=false``), and ``image_counts`` holds ``{split:
-images.ImageCounts | None}``: missing and unreadable images apart, clipped and dropped boxes.
+readable image; None with ``use_images=false``), ``image_counts`` holds ``{split:
+images.ImageCounts | None}`` (missing and unreadable images apart, clipped and dropped boxes, crop
+files missing and unreadable, tweets with 0..K crops), ``object_source`` the source of the crops
+(None without images) and ``label_versions`` ``{split: version}`` (``data.label_versions``).
 """
 
 from __future__ import annotations
@@ -46,15 +50,17 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from bga_mner.atomic import atomic_write_text
 from transformers import PreTrainedTokenizerBase
 
 from bga_mner.config import ConfigError, DataConfig, section
 from bga_mner.data.conll import SPLITS, Tweet, read_conll
-from bga_mner.data.detect import read_objects
 from bga_mner.data.encode import Encoding, collate_text, encode_batch
+from bga_mner.data.image_sources import ImageSource, check_found, open_images
 from bga_mner.data.images import ImageCounts, ImageStore, VisualSample
+from bga_mner.data.label_versions import detect_version
 from bga_mner.data.synthetic import ensure_synthetic
-from bga_mner.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +204,8 @@ class MNERDataModule(L.LightningDataModule):
         self.truncated_counts: dict[str, int] = {}
         self.missing_image_counts: dict[str, int | None] = {}
         self.image_counts: dict[str, ImageCounts | None] = {}
+        self.object_source: str | None = None  # detections | grounding | rcnn | none (None: no images)
+        self.label_versions: dict[str, str] = {}  # split -> umt-original | hvpnet-repaired | unknown
         self.train_subset_ids: list[str] | None = None
         self.full_train_size: int | None = None  # the train split's size before train_limit
         # the train loader's shuffling generator, and the state a resumed run restores it to
@@ -231,29 +239,6 @@ class MNERDataModule(L.LightningDataModule):
             return ensure_synthetic(self.cache_dir, self.cfg.synthetic)
         return self.data_dir / name
 
-    def _store(self, root: Path, images_dir: str | None, objects_file: str | None) -> ImageStore:
-        images = Path(images_dir) if images_dir else root / "images"
-        objects_path = Path(objects_file) if objects_file else root / "objects.jsonl"
-        if images.exists() and not images.is_dir():
-            raise UserError(f"{images}: not a folder (the images of the data set)")
-        if not images.is_dir():
-            if images_dir:
-                raise FileNotFoundError(f"{images}: data.images_dir not found")
-            log.warning("%s: no image folder: every tweet of this data set has no image", images)
-        if objects_path.exists() and not objects_path.is_file():
-            raise UserError(f"{objects_path}: not a file (the objects file of the data set)")
-        if objects_path.is_file():
-            objects = read_objects(objects_path)
-        else:
-            if objects_file:
-                raise FileNotFoundError(f"{objects_path}: data.objects_file not found")
-            log.info("%s: no objects file: images get no object crops", objects_path)
-            objects = {}
-        cache = self.cfg.cache_dir or self.cache_dir / "images"
-        return ImageStore(images, objects, global_size=self.cfg.global_size,
-                          crop_size=self.cfg.crop_size, num_objects=self.cfg.num_objects,
-                          cache_dir=cache)
-
     # ------------------------------------------------------------------ Lightning hooks
     def _cross_domain(self) -> bool:
         return bool(self.cfg.test_name or self.cfg.test_root)
@@ -280,14 +265,19 @@ class MNERDataModule(L.LightningDataModule):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing split file of data set {split_root}")
             tweets[split] = read_conll(path, type_map=type_map)  # raises on an empty split
+        self._record_label_versions(root, test_root, tweets)
         tweets["train"] = self._limit_train(tweets["train"])
 
-        use_images = bool(self.cfg.use_images)
         stores: dict[str, ImageStore | None] = {"train": None, "valid": None, "test": None}
-        if use_images:
-            main = self._store(root, self.cfg.images_dir, self.cfg.objects_file)
-            stores = {"train": main, "valid": main,
-                      "test": self._store(test_root, None, None) if cross else main}
+        images: dict[str, ImageSource] = {}
+        if self.cfg.use_images:
+            cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.cache_dir / "images"
+            main = open_images(self.cfg, root, cache, splits=("train", "valid") if cross else SPLITS)
+            images = dict.fromkeys(SPLITS, main)
+            if cross:
+                images["test"] = open_images(self.cfg, test_root, cache, own_settings=False, splits=("test",))
+            stores = {split: source.store for split, source in images.items()}
+            self.object_source = main.source
         for split in SPLITS:
             encodings = encode_batch(self.tokenizer, [t.words for t in tweets[split]],
                                      self.cfg.max_length)
@@ -306,9 +296,18 @@ class MNERDataModule(L.LightningDataModule):
                          len(tweets[split]))
             else:
                 counts = store.prepare([t.image_id for t in tweets[split]], split=split)
+                check_found(split, counts, images[split])  # stops here, before any training step
             self.image_counts[split] = counts
             self.missing_image_counts[split] = None if counts is None else counts.without_image
             self.datasets[split] = MNERDataset(tweets[split], encodings, store, replacement)
+
+    def _record_label_versions(self, root: Path, test_root: Path, tweets: dict[str, list[Tweet]]) -> None:
+        """``label_versions``: each split's label version (the test split's of its own set)."""
+        own = {s: t for s, t in tweets.items() if s != "test" or test_root == root}
+        versions = detect_version(root, own).splits
+        if test_root != root:
+            versions |= detect_version(test_root, {"test": tweets["test"]}).splits
+        self.label_versions = {s: versions[s].version for s in SPLITS}
 
     def _check_buckets(self, split: str, encodings: Sequence[Encoding]) -> None:
         """Every encoded tweet fits the largest length bucket (checked before any step runs)."""
@@ -334,7 +333,7 @@ class MNERDataModule(L.LightningDataModule):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             record = {"dataset": self.name, "n": int(n), "seed": self.seed,
                       "indices": chosen, "ids": self.train_subset_ids}
-            (self.run_dir / "train_subset.json").write_text(json.dumps(record, indent=1) + "\n")
+            atomic_write_text(self.run_dir / "train_subset.json", json.dumps(record, indent=1) + "\n")
         log.info("train: data-limited to %d of %d tweets (seed %d)", len(subset), len(train), self.seed)
         return subset
 

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -33,11 +32,35 @@ import torch
 
 from bga_mner.data.detect_resume import (PARTIAL_HEADER_KEY, PartialWriter,  # noqa: F401 (re-exported)
                                          partial_lines, partial_path)
+from bga_mner.atomic import atomic_open
 from bga_mner.errors import UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+BATCH_SIZE = 4  # images per forward pass (bga-mner detect --batch-size)
+WEIGHTS = ("default", "none")  # DetectorSettings.weights
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What the detector finds in an image (``bga-mner detect``'s options; a resumed run must share them).
+
+    Attributes:
+        weights: ``default`` = the COCO checkpoint from the local torch hub cache (never
+            downloaded: a missing file is a FileNotFoundError saying where to put it); ``none`` =
+            random init (tests).
+        score_threshold, max_objects: detections scoring below it are dropped; at most this many per image.
+        min_size, max_size, proposals: the detector's internal resize, and the region proposals
+            per image the RPN keeps at test time (torchvision's defaults; fewer is faster).
+    """
+
+    weights: str = "default"
+    score_threshold: float = 0.0
+    max_objects: int = 10
+    min_size: int = 800
+    max_size: int = 1333
+    proposals: int = 1000
 
 
 @dataclass
@@ -136,18 +159,10 @@ def read_objects(path: str | Path) -> dict[str, Detections]:
 
 
 def write_objects(path: str | Path, detections: Sequence[Detections]) -> None:
-    """Write detections as JSONL, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for det in detections:
-                f.write(det.sorted().to_json() + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write detections as JSONL, atomically (``atomic.atomic_open``)."""
+    with atomic_open(path) as f:
+        for det in detections:
+            f.write(det.sorted().to_json() + "\n")
 
 
 def list_images(images_dir: str | Path) -> list[Path]:
@@ -159,55 +174,46 @@ def list_images(images_dir: str | Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def build_detector(weights: str = "default", score_threshold: float = 0.0, max_objects: int = 10,
-                   min_size: int = 800, max_size: int = 1333, proposals: int = 1000
-                   ) -> tuple[torch.nn.Module, list[str]]:
+def build_detector(settings: DetectorSettings = DetectorSettings()) -> tuple[torch.nn.Module, list[str]]:
     """Faster R-CNN ResNet-50 FPN (COCO) in eval mode, and its category names.
 
     Args:
-        weights: ``default`` = the COCO checkpoint from the local torch hub cache (never
-            downloaded: a missing file is a FileNotFoundError saying where to put it);
-            ``none`` = random init (tests).
-        score_threshold: detections below this score are dropped.
-        max_objects: at most this many detections per image.
-        min_size, max_size: the detector's internal resize (torchvision defaults 800/1333).
-        proposals: region proposals per image kept by the RPN at test time (torchvision default
-            1000; fewer is faster, e.g. for tests).
+        settings: weights, score threshold, detections per image, resize, proposals.
     """
     from torchvision.models.detection import (FasterRCNN_ResNet50_FPN_Weights,
                                               fasterrcnn_resnet50_fpn)
 
     enum = FasterRCNN_ResNet50_FPN_Weights.DEFAULT
     names = list(enum.meta["categories"])
-    kwargs = dict(box_score_thresh=score_threshold, box_detections_per_img=max_objects,
-                  min_size=min_size, max_size=max_size,
-                  rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals)
-    if weights == "none":
-        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                        num_classes=len(names), **kwargs)
-    elif weights == "default":
-        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"{file}: Faster R-CNN weights not found and nothing is downloaded here. "
-                f"Fetch {enum.url} on a machine with internet and copy it to that path "
-                f"(or set TORCH_HOME), or pass --weights none for random weights.")
-        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                        num_classes=len(names), **kwargs)
+    if settings.weights not in WEIGHTS:
+        raise ValueError(f"unknown detector weights {settings.weights!r}; expected one of {WEIGHTS}")
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if settings.weights == "default" and not file.is_file():
+        raise FileNotFoundError(
+            f"{file}: Faster R-CNN weights not found and nothing is downloaded here. "
+            f"Fetch {enum.url} on a machine with internet and copy it to that path "
+            f"(or set TORCH_HOME), or pass --weights none for random weights.")
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(names),
+                                    box_score_thresh=settings.score_threshold,
+                                    box_detections_per_img=settings.max_objects,
+                                    min_size=settings.min_size, max_size=settings.max_size,
+                                    rpn_pre_nms_top_n_test=settings.proposals,
+                                    rpn_post_nms_top_n_test=settings.proposals)
+    if settings.weights == "default":
         model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-    else:
-        raise ValueError(f"unknown detector weights {weights!r}; expected 'default' or 'none'")
     return model.eval(), names
 
 
 def _read_image(path: Path) -> torch.Tensor | None:
-    """The image as a float (3, H, W) tensor in [0, 1], or None (with a warning) if unreadable."""
+    """The image as a float (3, H, W) tensor in [0, 1], or None (with a warning) if unreadable.
+    Decoded as training decodes it (``pixels.decode_rgb``: 16-bit kept, EXIF orientation ignored)."""
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
+    from bga_mner.data.pixels import decode_rgb
+
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        img = decode_rgb(path)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         log.warning("%s: unreadable image, skipped (%s)", path, e)
         return None
@@ -227,7 +233,7 @@ class DetectStats:
 
 @torch.inference_mode()
 def iter_detections(model: torch.nn.Module, names: Sequence[str], paths: Sequence[Path],
-                    device: str = "cpu", batch_size: int = 4,
+                    device: str = "cpu", batch_size: int = BATCH_SIZE,
                     stats: DetectStats | None = None,
                     on_files: Callable[[int], None] | None = None) -> Iterator[Detections]:
     """Run the detector over image files in batches; unreadable files are warned about and skipped.
@@ -353,10 +359,9 @@ def _detect_resumably(detector: tuple[torch.nn.Module, list[str]], todo: Sequenc
         writer.close()
 
 
-def detect_folder(images_dir: str | Path, out: str | Path, weights: str = "default",
-                  score_threshold: float = 0.0, max_objects: int = 10, device: str = "cpu",
-                  batch_size: int = 4, min_size: int = 800, max_size: int = 1333,
-                  proposals: int = 1000, progress: bool | None = None) -> DetectStats:
+def detect_folder(images_dir: str | Path, out: str | Path, settings: DetectorSettings = DetectorSettings(),
+                  device: str = "cpu", batch_size: int = BATCH_SIZE,
+                  progress: bool | None = None) -> DetectStats:
     """Detect objects in every image of a folder and write ``out`` (JSONL, one line per readable image).
 
     Resumable: finished images go to ``<out>.partial`` as they complete, and a run of the same
@@ -366,22 +371,19 @@ def detect_folder(images_dir: str | Path, out: str | Path, weights: str = "defau
     Args:
         images_dir: folder of ``<IMGID>.<ext>`` files.
         out: the objects file to write (atomically, once every image is done).
-        weights, score_threshold, max_objects, min_size, max_size, proposals: see
-            :func:`build_detector`.
+        settings: the detector's (:class:`DetectorSettings`); the partial file's header.
         device: torch device for the detector.
         batch_size: images per forward pass.
         progress: a progress bar on stderr (images/s, time left); None: only on a terminal.
     """
     paths = _image_paths(images_dir)
-    detector = build_detector(weights, score_threshold, max_objects, min_size, max_size, proposals)
-    settings = {"images_dir": str(Path(images_dir).resolve()), "weights": weights,
-                "score_threshold": score_threshold, "max_objects": max_objects,
-                "min_size": min_size, "max_size": max_size, "proposals": proposals}
+    detector = build_detector(settings)
+    header = {"images_dir": str(Path(images_dir).resolve()), **asdict(settings)}
     partial = partial_path(out)
-    done = _resume(partial, settings, paths)
+    done = _resume(partial, header, paths)
     stats = DetectStats(images=len(paths), resumed=len(done))
     todo = [p for p in paths if p.stem not in done]
-    _detect_resumably(detector, todo, done, partial, settings, stats, device, batch_size, progress)
+    _detect_resumably(detector, todo, done, partial, header, stats, device, batch_size, progress)
     stems = [p.stem for p in paths]
     write_objects(out, [done[s] for s in stems if s in done])
     partial.unlink(missing_ok=True)

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from bga_mner.atomic import FULL_DISK_ERRNOS, full_disk_error
 from bga_mner.config import SynthConfig
 from bga_mner.data.conll import SPLITS, Tweet, write_conll
 from bga_mner.data.detect import Detections, write_objects
@@ -387,6 +388,10 @@ def ensure_synthetic(cache_root: str | Path, cfg: SynthConfig = SynthConfig()) -
             shutil.rmtree(final, ignore_errors=True)  # a stale folder without meta.json
             os.rename(tmp, final)
             lock_path.unlink(missing_ok=True)
+        except OSError as err:  # a full disk: name the set's folder (the writes do not)
+            if err.filename is None and err.errno in FULL_DISK_ERRNOS:
+                raise full_disk_error(final, err) from err
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -45,6 +45,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from dataclasses import dataclass
+from typing import Any, Callable
 from pathlib import Path
 
 import timm
@@ -219,48 +220,48 @@ def load_tokenizer(name_or_path: str, family: str | None = None):
         raise OSError(f"tokenizer {name_or_path!r}: cannot load {path!r} ({err})") from err
 
 
-def _tiny_vit(variant: str, pretrained: bool, **kwargs) -> VisionTransformer:
-    if pretrained:
-        raise ValueError(f"{variant} is a random-init test model: it has no pretrained weights")
-    kwargs.pop("pretrained_cfg", None)  # timm passes the (empty) registry entry: use ours
-    kwargs.pop("pretrained_cfg_overlay", None)
-    return build_model_with_cfg(VisionTransformer, variant, pretrained=False,
-                                pretrained_cfg=dict(num_classes=0, input_size=(3, 224, 224)), **kwargs)
+def _register_tiny_vit(name: str, doc: str, **shape: Any) -> Callable[..., VisionTransformer]:
+    """Register ``name`` with timm: a tiny random-init CLIP-style ViT (class token, ``pre_norm``,
+    224 px, 2 heads, MLP ratio 2) with ``shape`` (``patch_size``, ``embed_dim``, ``depth``), which
+    has no pretrained weights; keyword arguments given to ``timm.create_model`` win.
 
+    Args:
+        name: the timm model name (``bga_test_vit_*``).
+        doc: the entrypoint's docstring (what the model pairs with).
+        shape: ``VisionTransformer`` arguments over the shared ones.
 
-@register_model
-def bga_test_vit_d2(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """Tiny CLIP-style ViT (patch 32, 224 px, width 64, depth 2): pairs with the tiny text encoders."""
-    args = dict(patch_size=32, img_size=224, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0,
-                class_token=True, pre_norm=True)
-    return _tiny_vit("bga_test_vit_d2", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def bga_test_vit_d3(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """``bga_test_vit_d2`` with depth 3: pairs with ``tiny-bert-l3`` (N = 2 BGA layers, for tests)."""
-    args = dict(patch_size=32, img_size=224, embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0,
-                class_token=True, pre_norm=True)
-    return _tiny_vit("bga_test_vit_d3", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def bga_test_vit_p14_d2(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """Tiny CLIP ViT-L/14-style ViT (patch 14, 224 px: 16 x 16 + cls = 257 tokens, width 64, depth 2).
-
-    Pairs with the tiny text encoders; needs a crop side that 14 divides (``data.crop_size=126``).
+    Returns:
+        The registered entrypoint.
     """
-    args = dict(patch_size=14, img_size=224, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0,
-                class_token=True, pre_norm=True)
-    return _tiny_vit("bga_test_vit_p14_d2", pretrained, **dict(args, **kwargs))
+    args = dict(img_size=224, num_heads=2, mlp_ratio=2.0, class_token=True, pre_norm=True, **shape)
+
+    def create(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+        if pretrained:
+            raise ValueError(f"{name} is a random-init test model: it has no pretrained weights")
+        kwargs.pop("pretrained_cfg", None)  # timm passes the (empty) registry entry: use ours
+        kwargs.pop("pretrained_cfg_overlay", None)
+        return build_model_with_cfg(VisionTransformer, name, pretrained=False,
+                                    pretrained_cfg=dict(num_classes=0, input_size=(3, 224, 224)),
+                                    **dict(args, **kwargs))
+
+    create.__name__ = create.__qualname__ = name  # timm registers the entrypoint under its __name__
+    create.__doc__ = doc
+    return register_model(create)
 
 
-@register_model
-def bga_test_vit_d6(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """Tiny CLIP-style ViT (patch 32, 224 px, width 128, depth 6): pairs with MiniLM-L6."""
-    args = dict(patch_size=32, img_size=224, embed_dim=128, depth=6, num_heads=2, mlp_ratio=2.0,
-                class_token=True, pre_norm=True)
-    return _tiny_vit("bga_test_vit_d6", pretrained, **dict(args, **kwargs))
+bga_test_vit_d2 = _register_tiny_vit(
+    "bga_test_vit_d2", "Tiny CLIP-style ViT (patch 32, width 64, depth 2): pairs with the tiny text encoders.",
+    patch_size=32, embed_dim=64, depth=2)
+bga_test_vit_d3 = _register_tiny_vit(
+    "bga_test_vit_d3", "``bga_test_vit_d2`` with depth 3: pairs with ``tiny-bert-l3`` (N = 2 BGA layers).",
+    patch_size=32, embed_dim=64, depth=3)
+bga_test_vit_p14_d2 = _register_tiny_vit(
+    "bga_test_vit_p14_d2", "Tiny CLIP ViT-L/14-style ViT (patch 14: 16 x 16 + cls = 257 tokens, width 64, "
+    "depth 2): pairs with the tiny text encoders; needs a crop side that 14 divides (``data.crop_size=126``).",
+    patch_size=14, embed_dim=64, depth=2)
+bga_test_vit_d6 = _register_tiny_vit(
+    "bga_test_vit_d6", "Tiny CLIP-style ViT (patch 32, width 128, depth 6): pairs with MiniLM-L6.",
+    patch_size=32, embed_dim=128, depth=6)
 
 
 def check_vit_block(block: nn.Module) -> None:

@@ -201,7 +201,8 @@ class BGAMNER(nn.Module):
         gen = dict(ffn_dim=cfg.generator_ffn_dim, layers=cfg.generator_layers, dropout=cfg.dropout)
 
         def samplers(dim: int) -> nn.ModuleList | None:
-            return nn.ModuleList(ContextSampler(dim, cfg.sampler_hidden_ratio, cfg.gumbel_tau)
+            return nn.ModuleList(ContextSampler(dim, cfg.sampler_hidden_ratio, cfg.gumbel_tau,
+                                                cfg.keep_ratio)
                                  for _ in range(N)) \
                 if use_scs else None
 

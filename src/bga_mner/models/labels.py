@@ -1,6 +1,6 @@
 """Profiler labels: ``torch.profiler.record_function`` scopes named ``bga:<part>`` around the parts of
 the network (text layers, samplers, each generator pass, ...), read by ``bga-mner bench --profile``
-(``benchmark.profile_step``). Outside a profiler a scope costs a few microseconds; while
+(``profiling.profile_step``). Outside a profiler a scope costs a few microseconds; while
 ``torch.compile`` or an ONNX export traces, none is opened (dynamo would only drop it with a
 warning; the ONNX exporter has no operator for it).
 """

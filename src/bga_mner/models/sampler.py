@@ -14,7 +14,13 @@ d/4 -> 2). Decisions the paper leaves open:
 
 * Training samples with ``F.gumbel_softmax`` (temperature ``gumbel_tau``) and uses the hard
   one-hot with a straight-through gradient written as ``hard + (soft - soft.detach())`` so kept
-  units are exactly 1.0 and removed ones exactly 0.0. Evaluation takes the argmax (deterministic).
+  units are exactly 1.0 and removed ones exactly 0.0.
+* Evaluation keeps, per sample, the ``floor(rho * n)`` real units (at least one) of highest keep
+  probability, rho = ``model.keep_ratio``: DynamicViT's inference rule, deterministic. The keep-ratio
+  loss (:func:`keep_ratio_loss`) trains the *expected* share of a training draw, the mean keep
+  probability, to rho, not where the probabilities sit around 0.5: an argmax (keep where p >= 0.5)
+  keeps every unit of samplers that give each unit p ~ rho, as the demo's learn to
+  (docs/implementation_notes.md, "Keep-ratio loss").
 * ``m^{l-1}`` enters only the GAP, as in Eq. 1; it does not gate ``m^l`` (DynamicViT's monotone
   pruning multiplies them). Each level chooses its own matched content.
 * Padding (or a missing crop) is never kept. If a sample would keep nothing, its real unit with the
@@ -35,14 +41,17 @@ class ContextSampler(nn.Module):
         dim: token width d.
         hidden_ratio: h / d (DynamicViT: 0.5).
         tau: Gumbel-Softmax temperature.
+        keep_ratio: rho, the share of each sample's real units kept at evaluation (DynamicViT: 0.7).
     """
 
     KEEP = 0  # index of the "keep" class, as in DynamicViT
 
-    def __init__(self, dim: int, hidden_ratio: float = 0.5, tau: float = 1.0):
+    def __init__(self, dim: int, hidden_ratio: float = 0.5, tau: float = 1.0, keep_ratio: float = 0.7):
         super().__init__()
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio={keep_ratio}: expected a share in (0, 1]")
         hidden = max(2, round(dim * hidden_ratio))
-        self.tau = tau
+        self.tau, self.keep_ratio = tau, keep_ratio
         self.in_mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * hidden), nn.GELU())  # phi | psi
         self.out_mlp = nn.Sequential(  # Phi
             nn.Linear(2 * hidden, hidden), nn.GELU(),
@@ -66,7 +75,8 @@ class ContextSampler(nn.Module):
 
     def forward(self, tokens: torch.Tensor, prev_mask: torch.Tensor, valid: torch.Tensor,
                 logits: torch.Tensor | None = None) -> torch.Tensor:
-        """The keep mask m^l (B, N), float 0/1 with a straight-through gradient in training.
+        """The keep mask m^l (B, N), float 0/1: a Gumbel-Softmax draw with a straight-through gradient
+        in training, the ``keep_ratio`` share of most probable real units at evaluation.
 
         Args:
             tokens: (B, N, d).
@@ -81,7 +91,7 @@ class ContextSampler(nn.Module):
             hard = (soft > 0.5).to(soft.dtype)  # argmax of the 2-way sample
         else:
             soft = logits.softmax(-1)[..., self.KEEP]
-            hard = (logits[..., self.KEEP] >= logits[..., 1 - self.KEEP]).to(soft.dtype)
+            hard = top_share(logits[..., self.KEEP], valid, self.keep_ratio).to(soft.dtype)
         straight = soft - soft.detach()  # exactly 0 in value, d soft in gradient
         mask = torch.where(valid, hard + straight, torch.zeros_like(soft))
         # keep at least one real unit: the one with the highest keep probability
@@ -90,6 +100,26 @@ class ContextSampler(nn.Module):
         units = torch.arange(mask.shape[1], device=mask.device)  # (N,)
         force = (units == best.unsqueeze(1)) & empty.unsqueeze(1)  # one-hot of best (no fixed N: ONNX export)
         return torch.where(force, 1.0 + straight, mask)
+
+
+def top_share(scores: torch.Tensor, valid: torch.Tensor, share: float) -> torch.Tensor:
+    """Per sample, the ``floor(share * n)`` valid units (at least one) of highest score, n its valid
+    units (DynamicViT's inference rule); equal scores are taken in position order.
+
+    Args:
+        scores: (B, N) keep scores (log-probabilities).
+        valid: (B, N) bool, real units.
+        share: the share to keep, in (0, 1].
+
+    Returns:
+        (B, N) bool.
+    """
+    n = valid.sum(1, keepdim=True).float()  # (B, 1), float32 whatever the precision of the scores
+    k = (n * share + 1e-4).floor().clamp(min=1.0)  # (B, 1); 1e-4: a product just below an integer
+    order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)  # (B, N)
+    positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)  # (B, N) 0 = highest score
+    return (rank < k) & valid
 
 
 def keep_ratio_loss(mask: torch.Tensor, valid: torch.Tensor, target: float,

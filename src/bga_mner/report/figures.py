@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from bga_mner.report.results import (PAPER_DATASETS, TYPES, RunResult, fig5_series, metric, paper_results,
-                                     select)
-from bga_mner.report.tables import ABLATIONS, SMOKE_NOTE
+from bga_mner.registry import REFERENCE
+from bga_mner.report.results import PAPER_DATASETS, TYPES, RunResult, fig5_series, in_table, metric, of, select
+from bga_mner.report.sections import SMOKE_NOTE
+from bga_mner.report.tables import paper_number, table_rows
 
-METHODS = (("BERT-CRF", "bert-crf"), ("BGA-MNER", "bga-mner"))
-COLOURS = {"bert-crf": "#7f7f7f", "bga-mner": "#1f77b4"}
+COLOURS = {"bert-crf": "#7f7f7f", "bga-mner": "#1f77b4"}  # Fig. 5's TEXT and BGA; full BGA-MNER and the others
 
 
 def _figure(width: float, height: float) -> Any:
@@ -30,6 +30,8 @@ def _section_title(section: str, profile: str) -> str:
     name = section.replace("->", " → ")
     if profile == "smoke":
         return f"{name}: {SMOKE_NOTE}"
+    if section.endswith(")"):  # results.not_comparable: the reason is in the section's name
+        return f"{name}: not comparable to the paper"
     if section.split("->")[0] not in PAPER_DATASETS:
         return f"{name} (no paper numbers)"
     return name
@@ -83,10 +85,10 @@ def plot_fig5(results: Sequence[RunResult], out: str | Path) -> Path | None:
 
 
 def per_type_figure(results: Sequence[RunResult]) -> Any | None:
-    """Table 2 as bars: per-type and overall test F1 of BERT-CRF and BGA-MNER (ours: mean, error bar
-    the std over seeds) beside the paper's (hatched), one panel per data set. None without standard
-    runs of either model."""
-    sections = select(results, lambda s: s.standard and (s.is_full() or s.model == "bert-crf"))
+    """Table 2 as bars: per-type and overall test F1 of each Table 2 row (BERT-CRF, BGA-MNER; ours: mean,
+    error bar the std over seeds) beside the paper's (hatched), one panel per data set. None without
+    standard runs of either."""
+    sections = select(results, in_table("2"))
     if not sections:
         return None
     groups = (*TYPES, "overall")
@@ -96,24 +98,23 @@ def per_type_figure(results: Sequence[RunResult]) -> Any | None:
         ax.axis("off")
     width = 0.2
     for ax, ((section, profile), runs) in zip(axes, sections.items()):
-        paper_on = profile != "smoke" and section in PAPER_DATASETS
-        bars = []  # (label, model, values, errors, hatch)
-        for label, model in METHODS:
-            mine = [r for r in runs if r.setting.model == model]
+        bars = []  # (label, colour, values, errors, hatch)
+        for name, row in table_rows("2"):
+            colour = COLOURS["bga-mner" if name == REFERENCE else "bert-crf"]
+            mine = of(runs, name)
             if mine:
                 stats = [metric(mine, g) for g in groups]
-                bars.append((f"{label} (ours, {len(mine)} seed{'s' if len(mine) != 1 else ''})", model,
+                bars.append((f"{row.label} (ours, {len(mine)} seed{'s' if len(mine) != 1 else ''})", colour,
                              [s.mean for s in stats], [s.std or 0.0 for s in stats], None))
-            paper = paper_results()["table2"][label].get(section) if paper_on else None
+            paper = paper_number("2", row.paper, section, profile)
             if paper:
-                bars.append((f"{label} (paper)", model,
+                bars.append((f"{row.label} (paper)", colour,
                              [paper[g] if g in TYPES else paper["f1"] for g in groups], None, "//"))
         offset = -(len(bars) - 1) / 2 * width
-        for i, (label, model, values, errors, hatch) in enumerate(bars):
+        for i, (label, colour, values, errors, hatch) in enumerate(bars):
             xs = [g + offset + i * width for g in range(len(groups))]
             ax.bar(xs, [v if v is not None else 0.0 for v in values], width, yerr=errors, capsize=2,
-                   label=label, color="white" if hatch else COLOURS[model],
-                   edgecolor=COLOURS[model], hatch=hatch, lw=1.2)
+                   label=label, color="white" if hatch else colour, edgecolor=colour, hatch=hatch, lw=1.2)
         ax.set_xticks(range(len(groups)), list(groups))
         ax.set_ylabel("test F1 (%)")
         ax.set_ylim(0, 100)
@@ -125,23 +126,24 @@ def per_type_figure(results: Sequence[RunResult]) -> Any | None:
 
 
 def table3_drops(results: Sequence[RunResult]) -> dict[tuple[str, str], list[tuple[str, float | None, float | None]]]:
-    """Table 3's "vs full" columns: per (section, profile), ``(setting, ours, paper)`` F1 drops from
-    full BGA-MNER for each ablation with runs (paper None where it has no number). Sections without
-    a full BGA-MNER run or without any ablation run are left out."""
+    """Table 3's "vs full" columns: per (section, profile), ``(row, ours, paper)`` F1 drops from
+    full BGA-MNER for each other Table 3 row with runs (paper None where it has no number). Sections
+    without a full BGA-MNER run or without any other row's run are left out."""
     out = {}
-    for (section, profile), runs in select(results, lambda s: s.standard).items():
-        full = metric([r for r in runs if r.setting.is_full()], "overall").mean
+    rows3 = table_rows("3")
+    pkey = next(row.paper for name, row in rows3 if name == REFERENCE)
+    for (section, profile), runs in select(results, in_table("3")).items():
+        full = metric(of(runs, REFERENCE), "overall").mean
         if full is None:
             continue
-        paper = paper_results()["table3"] if profile != "smoke" and section in PAPER_DATASETS else None
+        pfull = paper_number("3", pkey, section, profile)
         rows = []
-        for label, key, scs, cycle, model in ABLATIONS[1:]:
-            mine = [r for r in runs if r.setting.model == model
-                    and (model == "bert-crf" or (r.setting.use_scs, r.setting.use_cycle) == (scs, cycle))]
-            if mine:
+        for name, row in rows3:
+            mine = of(runs, name)
+            if mine and name != REFERENCE:
                 ours = metric(mine, "overall").mean - full
-                theirs = paper[key][section] - paper["full"][section] if paper else None
-                rows.append((label, ours, theirs))
+                theirs = paper_number("3", row.paper, section, profile)
+                rows.append((row.label, ours, None if theirs is None or pfull is None else theirs - pfull))
         if rows:
             out[(section, profile)] = rows
     return out

@@ -1,16 +1,22 @@
 """Run results: loading ``results.json``/``params.json``, classifying runs and aggregating seeds.
 
 Every ``results.json`` under a runs folder is read (docs/ARCHITECTURE.md) and classified by what it
-measures, the :class:`Setting`. Runs of one setting that differ only in seed are aggregated (mean
-and sample std over seeds, :class:`~bga_mner.report.statistics.Stat`), so a setting shared by two
-tables is trained once. A run folder's ``predictions/test_counts.json`` (per-tweet span counts) is
-read with it, for the confidence intervals and tests of :mod:`bga_mner.report.statistics`.
+records, its :class:`Setting`: above all its ``experiment`` (``run.experiment``), the key of the
+experiment registry (:mod:`bga_mner.registry`), which says in which tables the experiment has a row
+(``make demo``'s runs fill full BGA-MNER's and BERT-CRF's, by their model); then the data sets, the
+profile, the model and the training-set limit. Runs of experiments with no row in any table (``make
+claims``, the real-context control, runs without an experiment) are left out. Runs of
+one setting that differ only in seed are aggregated (mean and sample std over seeds,
+:class:`~bga_mner.report.statistics.Stat`), so a setting shared by two tables is trained once. A run
+folder's ``predictions/test_counts.json`` (per-tweet span counts) is read with it, for the confidence
+intervals and tests of :mod:`bga_mner.report.bootstrap` and :mod:`bga_mner.report.significance`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -19,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from omegaconf import OmegaConf
 
+from bga_mner import registry
 from bga_mner.report.statistics import Stat, TweetCounts, read_counts
 
 # the package's logger, as before the split into modules (log filters and formats keep matching)
@@ -32,43 +39,34 @@ PARAMS_FILE = "params.json"
 Sections = dict[tuple[str, str], list["RunResult"]]
 
 
-@lru_cache(maxsize=1)
-def paper_results() -> dict[str, Any]:
-    """The paper's numbers (``resources/paper_results.yaml``) as plain dicts."""
-    text = resources.files("bga_mner").joinpath("resources/paper_results.yaml").read_text("utf-8")
-    return OmegaConf.to_container(OmegaConf.create(text))  # type: ignore[return-value]
-
-
 @dataclass(frozen=True)
 class Setting:
-    """What a run measures; runs with equal settings differ only in seed."""
+    """What a run measures, as its ``results.json`` records it; runs with equal settings differ only
+    in seed."""
 
-    model: str                 # bga-mner | bert-crf
+    experiment: str | None     # run.experiment: the registry's key (None: a run made without one)
+    model: str                 # bga-mner | bert-crf (Fig. 5's two series of one experiment)
     dataset: str               # training set
     test_dataset: str          # = dataset, or the target of a cross-domain run
-    profile: str = "full"
-    use_scs: bool = True
-    use_cycle: bool = True
-    inference_visual: str = "generated"
-    train_limit: int | None = None
-    train_limit_fill: bool = False   # the n tweets repeated to the full set's steps (make claims)
-    modality_missing: bool = False
-    text_context: str = "generated"  # real: the real-context control (not in the paper, no table)
+    profile: str               # full | smoke | rehearsal
+    train_limit: int | None = None  # data.train_limit: the training tweets of a data-limited run
+    labels: str | None = None  # the runs' label version (None: not recorded, runs before label versions)
 
     @property
     def standard(self) -> bool:
-        """Trained on the full training set, tested in-domain with generated visual and images
-        (the text layers attending to generated visual tokens: never the real-context control)."""
-        return (self.train_limit is None and not self.modality_missing
-                and self.inference_visual == "generated" and self.text_context == "generated"
-                and self.test_dataset == self.dataset)
+        """Trained on the full training set and tested in-domain."""
+        return self.train_limit is None and self.test_dataset == self.dataset
 
-    def is_full(self, **changes: Any) -> bool:
-        """Full BGA-MNER (all switches on) up to ``changes`` (field=value); the real-context control
-        (``text_context=real``) is never full BGA-MNER unless ``changes`` says so."""
-        want = dict(model="bga-mner", use_scs=True, use_cycle=True, inference_visual="generated",
-                    train_limit=None, modality_missing=False, text_context="generated") | changes
-        return all(getattr(self, k) == v for k, v in want.items())
+    @property
+    def place(self) -> str | None:
+        """The experiment whose rows it fills: its own, or the one its experiment stands for with its
+        model (make demo's runs: full BGA-MNER's and BERT-CRF's); None for one the registry lacks."""
+        return registry.placed(self.experiment, self.model)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables in which it has a row (:attr:`place`'s rows)."""
+        return tuple(r.table for r in registry.get(self.place).rows) if self.place else ()
 
 
 @dataclass
@@ -80,35 +78,55 @@ class RunResult:
     seed: int
     setting: Setting
     test: dict[str, dict[str, float]]
-    experiment: str | None = None
     counts: TweetCounts | None = None
+
+    @property
+    def experiment(self) -> str | None:
+        return self.setting.experiment
+
+
+@lru_cache(maxsize=1)
+def paper_label_version() -> str:
+    """The label version the paper used (``resources/label_versions.yaml``: ``umt-original``)."""
+    text = resources.files("bga_mner").joinpath("resources/label_versions.yaml").read_text("utf-8")
+    return str(OmegaConf.create(text).paper_version)
+
+
+def _labels(data: Mapping[str, Any]) -> str | None:
+    """A run's label version (``results.json``'s ``label_version``, per split): the paper's when
+    every split has it, else the other versions found (None: not recorded)."""
+    versions = set((data.get("label_version") or {}).values())
+    others = sorted(versions - {paper_label_version()})
+    return "+".join(others) if others else (paper_label_version() if versions else None)
+
+
+def not_comparable(s: Setting) -> str | None:
+    """Why runs of a paper data set cannot be compared with the paper's numbers (None: they can):
+    the rehearsal profile, or labels other than the version the paper used (docs/data.md)."""
+    if s.profile == "rehearsal":
+        return "rehearsal profile: synthetic images, tiny models"
+    if s.dataset in PAPER_DATASETS and s.labels is not None and s.labels != paper_label_version():
+        return f"labels {s.labels}, the paper used {paper_label_version()}"
+    return None
 
 
 def setting_of(data: Mapping[str, Any]) -> Setting:
-    cfg = data.get("config") or {}
-    model_cfg, data_cfg = cfg.get("model") or {}, cfg.get("data") or {}
-    use_mcg = model_cfg.get("use_mcg", True)
-    model = data.get("model") or ("bga-mner" if use_mcg else "bert-crf")
-    bert_crf = model == "bert-crf"  # the switches do not matter for it: normalise them
-    return Setting(
-        model=model, dataset=data["dataset"], test_dataset=data.get("test_dataset") or data["dataset"],
-        profile=data.get("profile") or "full",
-        use_scs=True if bert_crf else bool(model_cfg.get("use_scs", True)),
-        use_cycle=True if bert_crf else bool(model_cfg.get("use_cycle", True)),
-        inference_visual="generated" if bert_crf else model_cfg.get("inference_visual", "generated"),
-        train_limit=data_cfg.get("train_limit"),
-        train_limit_fill=bool(data_cfg.get("train_limit") and data_cfg.get("train_limit_fill", False)),
-        modality_missing=bool(data_cfg.get("modality_missing", False)),
-        text_context="generated" if bert_crf else model_cfg.get("text_context", "generated"),
-    )
+    """The setting a ``results.json`` records (every field has been written since the first release,
+    but ``label_version``: runs before it have no recorded labels).
+
+    Args:
+        data: the parsed ``results.json``.
+    """
+    return Setting(experiment=data["experiment"], model=data["model"], dataset=data["dataset"],
+                   test_dataset=data["test_dataset"], profile=data["profile"],
+                   train_limit=data["config"]["data"]["train_limit"], labels=_labels(data))
 
 
 def read_run(path: Path) -> RunResult:
     """One ``results.json``; a malformed file is a ``ValueError`` naming it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        run = RunResult(path=path, seed=int(data["seed"]), setting=setting_of(data),
-                        test=data["test"], experiment=data.get("experiment"))
+        run = RunResult(path=path, seed=int(data["seed"]), setting=setting_of(data), test=data["test"])
         f1 = float(run.test["overall"]["f1"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a valid results.json ({type(err).__name__}: {err})") from err
@@ -122,10 +140,12 @@ def read_run(path: Path) -> RunResult:
 
 
 def load_results(runs_dir: str | Path) -> list[RunResult]:
-    """Every ``results.json`` under ``runs_dir`` (recursively), sorted by path.
+    """Every ``results.json`` under ``runs_dir`` (recursively) of an experiment with a row in a table,
+    sorted by path.
 
-    A malformed file is a ``ValueError`` naming it. Of several runs with the same setting and seed,
-    the newest file is kept and the others are logged as skipped.
+    A malformed file is a ``ValueError`` naming it. Runs of other experiments are left out (logged
+    once, with their count). Of several runs with the same setting and seed, the newest file is kept
+    and the others are logged as skipped.
 
     Args:
         runs_dir: folder searched recursively for ``results.json``.
@@ -134,14 +154,21 @@ def load_results(runs_dir: str | Path) -> list[RunResult]:
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"{runs_dir}: runs folder not found")
     latest: dict[tuple[Setting, int], RunResult] = {}
+    elsewhere: Counter[str] = Counter()
     for path in sorted(runs_dir.rglob("results.json")):
         run = read_run(path)
+        if not run.setting.tables:
+            elsewhere[str(run.experiment)] += 1
+            continue
         key = (run.setting, run.seed)
         if key in latest:
             old, new = sorted([latest[key], run], key=lambda r: r.path.stat().st_mtime)
             log.warning("%s: same setting and seed as %s; keeping the newer", old.path, new.path)
             run = new
         latest[key] = run
+    if elsewhere:
+        log.info("%s: left out %s (experiments in no table of the registry)", runs_dir,
+                 ", ".join(f"{n} run{'s' * (n != 1)} of {e}" for e, n in sorted(elsewhere.items())))
     return sorted(latest.values(), key=lambda r: str(r.path))
 
 
@@ -167,7 +194,9 @@ def metric(runs: Sequence[RunResult], group: str, name: str = "f1") -> Stat:
 
 def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sections:
     """Runs whose setting satisfies ``pred``, grouped by (section, profile) where section is the
-    data set, or ``source->target`` for a cross-domain run.
+    data set, or ``source->target`` for a cross-domain run, followed by `` (why)`` for runs that
+    cannot be compared with the paper (:func:`not_comparable`): such a section is no paper data set,
+    so no table looks up the paper's numbers for it.
 
     Args:
         results: the runs to choose from.
@@ -181,21 +210,38 @@ def select(results: Iterable[RunResult], pred: Callable[[Setting], bool]) -> Sec
         if pred(r.setting):
             s = r.setting
             section = s.dataset if s.test_dataset == s.dataset else f"{s.dataset}->{s.test_dataset}"
+            why = not_comparable(s)
+            section = f"{section} ({why})" if why else section
             out.setdefault((section, s.profile), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0] not in PAPER_DATASETS, kv[0])))
+
+
+def in_table(table: str, standard: bool = True) -> Callable[[Setting], bool]:
+    """The settings of ``table``'s rows (the registry's), full training set and in-domain unless
+    ``standard`` is false.
+
+    Args:
+        table: one of :data:`bga_mner.registry.TABLES`.
+        standard: keep only :attr:`Setting.standard` settings.
+    """
+    return lambda s: table in s.tables and (s.standard or not standard)
+
+
+def of(runs: Iterable[RunResult], experiment: str) -> list[RunResult]:
+    """The runs that fill ``experiment``'s rows (:attr:`Setting.place`)."""
+    return [r for r in runs if r.setting.place == experiment]
 
 
 def fig5_series(results: Sequence[RunResult]) -> dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]]:
     """Data-limited runs as {(dataset, profile): {model: {train_limit: runs}}}.
 
     Args:
-        results: all runs; only the data-limited, in-domain ones of BERT-CRF and full BGA-MNER count
-            (not ``train_limit_fill`` runs: the paper's runs keep the epochs, not the steps).
+        results: all runs; those of the experiments with a Fig. 5 row (``data_limited``), in-domain,
+            count, by the model and training-set size they record.
     """
     out: dict[tuple[str, str], dict[str, dict[int, list[RunResult]]]] = {}
-    limited = select(results, lambda s: s.train_limit is not None and not s.train_limit_fill
-                     and s.test_dataset == s.dataset and not s.modality_missing
-                     and (s.model == "bert-crf" or s.is_full(train_limit=s.train_limit)))
+    limited = select(results, lambda s: "fig5" in s.tables and s.train_limit is not None
+                     and s.test_dataset == s.dataset)
     for key, runs in limited.items():
         for r in runs:
             out.setdefault(key, {}).setdefault(r.setting.model, {}).setdefault(r.setting.train_limit, []).append(r)

@@ -1,12 +1,4 @@
-"""Sweeps through ``submitit``: a make target's unfinished runs as SLURM job arrays, or local jobs.
-
-The plan comes from make itself, so that a sweep and ``make TARGET`` never disagree on what a
-target's runs are or which are finished: :func:`make_plan` runs ``make -n TARGET SWEEP_PLAN=1``, in
-which experiments/experiments.mk prints each run it would make (a run without its
-``results.json``, or an evaluation older than its trained run) as
-``sweep-plan <results.json> <results.json it needs first, or -> <recipe>``. A job is
-``make <its results.json> VAR=...``: make runs the run's recipe with the Makefile's environment,
-continues an interrupted fit (``--resume``) and does nothing for a run finished meanwhile.
+"""The launchers of a sweep's plan (:mod:`bga_mner.sweep.plan`), through ``submitit``.
 
 - ``local`` (:func:`run_local`): submitit's ``LocalExecutor`` on this machine, at most ``jobs`` at
   once; an evaluation starts when its trained run's job succeeded (and is skipped when it failed).
@@ -17,15 +9,20 @@ continues an interrupted fit (``--resume``) and does nothing for a run finished 
   Lightning's SLURM environment joins into one DDP run (``trainer.devices=G
   trainer.num_nodes=N trainer.strategy=ddp`` through the make variable ``OVERRIDES``).
 
-Imports nothing from the package but the error base class; ``submitit`` is imported by the
-launchers only.
+Preemption and time limits: each job is a :class:`bga_mner.sweep.job.MakeJob`, which submitit
+checkpoints. SLURM signals a job ``--signal-lead`` seconds before its end (submitit's
+``--signal=USR2@<lead>``; on preemption at once); the job then stops its make with SIGTERM (the fit
+exits 143, its last finished epoch kept in ``last.ckpt``) and submitit requeues it (``scontrol
+requeue``; the local launcher restarts it). The requeued job runs the same ``make``, whose fit
+continues with ``--resume``.
+
+``submitit`` is imported by the launchers only.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -33,163 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bga_mner.errors import UserError
+from bga_mner.sweep.job import MakeJob
+from bga_mner.sweep.plan import Plan, PlanItem, SweepError, job_command
 
-PLAN_MARK = "sweep-plan"
 LAUNCHERS = ("slurm", "local")
-# A make variable on the command line: NAME=value (NAME as GNU make allows it, without spaces).
-_MAKE_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
 # LocalExecutor needs a time limit; without --time a local job gets one it never reaches.
 NO_LIMIT_MIN = 60 * 24 * 365
-
-
-class SweepError(UserError):
-    """A sweep that cannot start: a bad make variable, a make error, an out-of-date venv, no SLURM."""
-
-
-class JobFailedError(RuntimeError):
-    """A job's make exited with a non-zero status (the run's own error is in the job's log)."""
-
-
-@dataclass(frozen=True)
-class PlanItem:
-    """One unfinished run of a target, as make would make it.
-
-    Attributes:
-        output: the run's ``results.json`` (make's file target), as make names it.
-        after: the ``results.json`` of a run of the same plan that must end first (an evaluation's
-            trained run), or None.
-        command: the recipe line make would run (``--dry-run`` shows it).
-    """
-
-    output: str
-    after: str | None
-    command: str
-
-    @property
-    def name(self) -> str:
-        """The run folder's name."""
-        return Path(self.output).parent.name
-
-
-@dataclass
-class Plan:
-    """A target's unfinished runs (:class:`PlanItem`, in make's order) and how many runs it has."""
-
-    target: str
-    items: list[PlanItem]
-    total: int
-    make_dir: Path
-    variables: list[str] = field(default_factory=list)
-
-    @property
-    def runs_dir(self) -> Path | None:
-        """The runs folder of the plan's runs (``RUNS``), or None for an empty plan."""
-        return self.make_dir / Path(self.items[0].output).parent.parent if self.items else None
-
-    def waves(self) -> list[list[PlanItem]]:
-        """The items by depth: wave 0 needs nothing of the plan, wave k+1 needs a run of wave k."""
-        depth: dict[str, int] = {}
-        for item in self.items:  # make's order: a run comes after the run it needs
-            depth[item.output] = 0 if item.after is None else depth[item.after] + 1
-        waves: list[list[PlanItem]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for item in self.items:
-            waves[depth[item.output]].append(item)
-        return waves
-
-
-def check_variables(variables: Sequence[str]) -> list[str]:
-    """Make variables given on the command line, checked.
-
-    Args:
-        variables: ``NAME=value`` strings (``PROFILE=smoke``, ``SEEDS=42 43``, ``RUNS=runs/x``).
-
-    Raises:
-        SweepError: one is not ``NAME=value``, or sets ``SWEEP_PLAN`` (the sweep's own).
-    """
-    for var in variables:
-        if not _MAKE_VAR.match(var):
-            raise SweepError(f"{var!r}: expected a make variable NAME=value (e.g. PROFILE=smoke, "
-                             "SEEDS='42 43 44', RUNS=runs)")
-        if var.startswith("SWEEP_PLAN="):
-            raise SweepError("SWEEP_PLAN is set by bga-mner sweep itself")
-    return list(variables)
-
-
-def _make(make: str, make_dir: Path, args: Sequence[str]) -> subprocess.CompletedProcess:
-    if shutil.which(make) is None:
-        raise SweepError(f"{make!r} not found on PATH: a sweep reads its plan from make")
-    if not (make_dir / "Makefile").is_file():
-        raise SweepError(f"{make_dir}: no Makefile here; run bga-mner sweep from the repository "
-                         "root or pass -C DIR")
-    return subprocess.run([make, "--no-print-directory", "-C", str(make_dir), *args],
-                          capture_output=True, text=True)
-
-
-def _plan_lines(make: str, make_dir: Path, target: str, variables: Sequence[str],
-                always: bool) -> list[PlanItem]:
-    flags = ["-n", "-B"] if always else ["-n"]
-    proc = _make(make, make_dir, [*flags, target, *variables, "SWEEP_PLAN=1"])
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise SweepError(f"make -n {target} failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    items = []
-    for line in proc.stdout.splitlines():
-        if not line.startswith(PLAN_MARK + " "):
-            continue
-        parts = line.split(" ", 3)
-        if len(parts) < 4:
-            raise SweepError(f"make -n {target}: a plan line without a command: {line!r}")
-        items.append(PlanItem(parts[1], None if parts[2] == "-" else parts[2], parts[3].strip()))
-    return items
-
-
-def make_plan(target: str, variables: Sequence[str] = (), make_dir: str | Path = ".",
-              make: str = "make") -> Plan:
-    """The unfinished runs of a make target: what ``make TARGET`` would run, read from ``make -n``.
-
-    Args:
-        target: a target of experiments/experiments.mk (``reproduce-table2``, ``all``, ...).
-        variables: make variables (``PROFILE=smoke``, ``SEEDS=42 43``, ``RUNS=...``).
-        make_dir: the folder of the Makefile (the repository root).
-        make: the make program.
-
-    Raises:
-        SweepError: bad variables, no make or Makefile, or make fails (an unknown target).
-    """
-    variables = check_variables(variables)
-    make_dir = Path(make_dir).resolve()
-    items = _plan_lines(make, make_dir, target, variables, always=False)
-    known = {item.output for item in items}
-    items = [PlanItem(i.output, i.after if i.after in known else None, i.command) for i in items]
-    total = len(_plan_lines(make, make_dir, target, variables, always=True))
-    return Plan(target, items, total, make_dir, variables)
-
-
-def check_installed(plan: Plan, make: str = "make") -> None:
-    """Refuse to start jobs that would each install the venv (``make install`` is out of date):
-    they would run pip at the same time.
-
-    Args:
-        plan: the plan (its Makefile folder and variables).
-        make: the make program.
-    """
-    proc = _make(make, plan.make_dir, ["-q", "install", *plan.variables])
-    if proc.returncode == 1:
-        raise SweepError("the venv is older than pyproject.toml: run `make install` first (every "
-                         "job would install it at once)")
-
-
-def job_command(plan: Plan, item: PlanItem, extra: Sequence[str] = (), make: str = "make") -> list[str]:
-    """The command of one job: make the run's results.json with the plan's variables.
-
-    Args:
-        plan: the plan.
-        item: the run.
-        extra: more make variables, after the plan's (they win).
-        make: the make program on the machine that runs the job.
-    """
-    return [make, "--no-print-directory", "-C", str(plan.make_dir), item.output, *plan.variables, *extra]
+SIGNAL_LEAD_S = 120  # seconds before a job's time limit at which it stops its run and is requeued
 
 
 def ddp_overrides(nodes: int, gpus_per_node: int) -> list[str]:
@@ -217,28 +64,6 @@ def with_overrides(variables: Sequence[str], overrides: Sequence[str]) -> list[s
     return ["OVERRIDES=" + " ".join([*user[-1:], *overrides])]
 
 
-def run_job(command: list[str], env: dict[str, str | None]) -> int:
-    """What a job runs: ``command`` with ``env`` applied (None removes a variable).
-
-    Args:
-        command: program and arguments (:func:`job_command`).
-        env: environment changes.
-
-    Raises:
-        JobFailedError: the command exited with a non-zero status.
-    """
-    environ = dict(os.environ)
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    status = subprocess.run(command, env=environ).returncode
-    if status != 0:
-        raise JobFailedError(f"`{shlex.join(command)}` exited with status {status}")
-    return 0
-
-
 @dataclass
 class LocalOutcome:
     """What a local sweep did: the run names that succeeded, failed, or were skipped (their trained
@@ -250,7 +75,7 @@ class LocalOutcome:
 
 
 def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float | None = None,
-              poll_s: float = 0.5,
+              poll_s: float = 0.5, signal_lead_s: int = SIGNAL_LEAD_S,
               echo: Callable[[str], Any] = print) -> LocalOutcome:
     """Run the plan on this machine with submitit's ``LocalExecutor``, at most ``jobs`` at once.
 
@@ -261,14 +86,16 @@ def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float 
         jobs: jobs at the same time. With ``GPUS=...`` among the plan's variables each job's make
             takes a GPU slot (:mod:`bga_mner.gpu_slots`); without, a job sees the GPUs this
             process sees.
-        timeout_min: time limit of one job in minutes (None: none).
+        timeout_min: time limit of one job in minutes (None: none); ``signal_lead_s`` before it
+            the job stops its run and is restarted (it continues from its last finished epoch).
         poll_s: seconds between checks of the running jobs.
+        signal_lead_s: see ``timeout_min``.
         echo: where progress lines go.
     """
     import submitit
 
-    executor = submitit.AutoExecutor(folder=folder, cluster="local")
-    executor.update_parameters(timeout_min=int(timeout_min or NO_LIMIT_MIN))
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=int(timeout_min or NO_LIMIT_MIN), signal_delay_s=signal_lead_s)
     # LocalExecutor hides every GPU (CUDA_VISIBLE_DEVICES=""); a job sees what this process sees.
     env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
     outcome = LocalOutcome()
@@ -285,7 +112,7 @@ def run_local(plan: Plan, folder: str | Path, jobs: int = 1, timeout_min: float 
                 echo(f"skipped {item.name}: its trained run failed")
             elif (item.after is None or ended.get(item.after)) and len(running) < max(1, jobs):
                 waiting.remove(item)
-                job = executor.submit(run_job, job_command(plan, item), env)
+                job = executor.submit(MakeJob(), job_command(plan, item), env)
                 started += 1
                 running[item.output] = (item, job)
                 echo(f"[{started}/{n}] started {item.name} (local job {job.job_id})")
@@ -327,6 +154,8 @@ class SlurmOptions:
         jobs: at most this many jobs of an array at once (None: no cap of ours).
         extra: more sbatch options, e.g. ``{"account": "abc", "qos": "high"}``.
         setup: shell lines run before the job (``module load cuda``, ...).
+        signal_lead_s: seconds before the time limit at which SLURM signals the job, which then
+            stops its run and is requeued (submitit's ``--signal=USR2@<lead>``).
     """
 
     time_min: int
@@ -338,6 +167,7 @@ class SlurmOptions:
     jobs: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
+    signal_lead_s: int = SIGNAL_LEAD_S
 
     def parameters(self, name: str) -> dict[str, Any]:
         """submitit ``AutoExecutor.update_parameters`` keywords of these options.
@@ -346,7 +176,8 @@ class SlurmOptions:
             name: the job name.
         """
         params: dict[str, Any] = {"name": name, "timeout_min": self.time_min, "nodes": self.nodes,
-                                  "tasks_per_node": max(1, self.gpus_per_node)}
+                                  "tasks_per_node": max(1, self.gpus_per_node),
+                                  "slurm_signal_delay_s": self.signal_lead_s}
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
         if self.cpus_per_task is not None:
@@ -357,8 +188,8 @@ class SlurmOptions:
             params["slurm_partition"] = self.partition
         if self.jobs:
             params["slurm_array_parallelism"] = self.jobs
-        if self.extra:
-            params["slurm_additional_parameters"] = dict(self.extra)
+        # requeue-able: SLURM's own requeue (preemption, node failure) reruns the job as well
+        params["slurm_additional_parameters"] = {"requeue": True, **self.extra}
         if self.setup:
             params["slurm_setup"] = list(self.setup)
         return params
@@ -395,7 +226,7 @@ def submit_slurm(plan: Plan, folder: str | Path, options: SlurmOptions,
         if previous is not None:
             executor.update_parameters(slurm_dependency=f"afterany:{previous}")
         with executor.batch():
-            jobs = [executor.submit(run_job, job_command(plan, item, extra), {}) for item in wave]
+            jobs = [executor.submit(MakeJob(), job_command(plan, item, extra), {}) for item in wave]
         previous = str(jobs[0].job_id).split("_")[0]
         submitted.append(jobs)
         after = f", after job {submitted[-2][0].job_id.split('_')[0]}" if depth else ""

@@ -172,7 +172,7 @@ def test_source_choice(tokenizer, tmp_path: Path) -> None:
         _module(tokenizer, tmp_path, bare, "data.object_source=rcnn")
     with pytest.raises(FileNotFoundError, match=r"twitter2017_train_dict.pth: missing crop dict of the train split"):
         _module(tokenizer, tmp_path, bare, "data.object_source=grounding")
-    with pytest.raises(ConfigError, match="data.object_source='boxes': expected one of auto, detections"):
+    with pytest.raises(ConfigError, match=r"data.object_source: Invalid value 'boxes', expected one of \[auto, detections"):
         _module(tokenizer, tmp_path, bare, "data.object_source=boxes")
     with pytest.raises(ConfigError, match="is read with data.object_source=detections .or auto., not rcnn"):
         _module(tokenizer, tmp_path, bare, "data.object_source=rcnn", f"data.objects_file={FIXTURES / 'objects.jsonl'}")

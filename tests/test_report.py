@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bga_mner import cli, report
-from bga_mner.report import (SINGLE_SEED_NOTE, build_report, load_results, paper_results, render_fig5_table,
+from bga_mner.report import (SINGLE_SEED_NOTE, load_results, paper_results, render_fig5_table,
                              render_table2, render_table3, render_table4, render_table7)
 from bga_mner.report import significance as report_significance
 

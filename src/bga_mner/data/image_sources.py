@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bga_mner.config import OBJECT_SOURCES, DataConfig
+from bga_mner.config import DataConfig
 from bga_mner.data.conll import SPLITS
 from bga_mner.data.detect import read_objects
 from bga_mner.data.image_counts import ImageCounts
@@ -83,11 +83,10 @@ def find_images_dir(root: Path, images_dir: str | None) -> tuple[Path, list[Path
 
 def choose_source(root: Path, requested: str, objects_file: str | None) -> str:
     """The object source of a data set: ``requested``, or for ``auto`` the first present of
-    detections, rcnn, grounding (``none`` without any)."""
-    if requested not in OBJECT_SOURCES:
-        raise UserError(f"data.object_source={requested!r}: expected one of {', '.join(OBJECT_SOURCES)}")
+    detections, rcnn, grounding (``none`` without any). ``requested`` is one of
+    ``config.OBJECT_SOURCES`` (the config's Enum refuses any other word)."""
     if requested != "auto":
-        return requested
+        return str(requested)
     layout = ReleaseLayout(root)
     if objects_file or (root / "objects.jsonl").exists():
         return "detections"

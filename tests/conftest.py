@@ -56,6 +56,16 @@ def smoke_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("smoke-cache")
 
 
+def synthetic_split(run_dir: Path, split: str = "test") -> Path:
+    """The synthetic set's CoNLL file of ``split`` that the run at ``run_dir`` read (its config's
+    ``data.synthetic``: the session's cache holds sets of other sizes too)."""
+    from bga_mner.config import from_container, section
+    from bga_mner.data.synthetic import digest
+
+    cfg = from_container(json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["config"])
+    return Path(cfg.paths.cache_dir) / f"synthetic-{digest(section(cfg, 'data').synthetic)}" / f"{split}.txt"
+
+
 def as_experiment(run_dir: Path, experiment: str) -> None:
     """Record a run folder's ``results.json`` as a run of ``experiment`` (the registry's key, which
     places it in the report's tables), as if made with ``--config experiments/<experiment>/config.yaml``."""

@@ -16,6 +16,7 @@ from bga_mner.build import decide_images, reads_images, wandb_tags
 from bga_mner.config import load_config
 from bga_mner.data.conll import read_conll
 from bga_mner.run import make_run_dir
+from conftest import synthetic_split
 
 RESULT_KEYS = {"run", "experiment", "dataset", "test_dataset", "model", "seed", "profile",
                "best_epoch", "dev", "test", "seconds_per_epoch", "truncated_tweets",
@@ -70,8 +71,7 @@ def test_fit_writes_every_run_file(smoke_run, smoke_cache):
 
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     predictions = read_conll(run_dir / "predictions" / "test.conll")
-    (gold_file,) = smoke_cache.glob("synthetic-*/test.txt")
-    gold = read_conll(gold_file)
+    gold = read_conll(synthetic_split(run_dir))
     assert [(t.image_id, t.words) for t in predictions] == [(t.image_id, t.words) for t in gold]
     # the per-tweet span counts behind the test scores (the report's CIs and tests resample them)
     counts = json.loads((run_dir / "predictions" / "test_counts.json").read_text())

@@ -463,6 +463,10 @@ def _kill_mid_epoch(proc: subprocess.Popen, run_dir: Path, timeout: float = 600)
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, smoke_cache, capsys):
     runs = tmp_path / "runs"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+    # each fit its own W&B service, as under make or SLURM: an in-process fit of this session (the
+    # smoke_run fixture) leaves its service's address here, and a killed fit's run would stay held
+    # in that service ("run ID ... is in use" on resume)
+    env.pop("WANDB_SERVICE", None)
 
     def fit(name: str, *extra: str) -> list[str]:
         return [sys.executable, "-m", "bga_mner.cli", "fit", "--resume", *RESUME_FIT,

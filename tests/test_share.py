@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from bga_mner.cli import main
+from conftest import synthetic_split
 
 FIXTURE_TEST = Path(__file__).parent / "fixtures" / "tweets" / "test.txt"
 
@@ -46,8 +47,7 @@ def exported(smoke_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gold_input(smoke_run, tmp_path_factory) -> Path:
     """The synthetic test split and the fixture tweets (a long one among them), as CoNLL."""
-    (synthetic,) = Path(json.loads((smoke_run[0] / "results.json").read_text())["config"]["paths"]
-                        ["cache_dir"]).glob("synthetic-*/test.txt")
+    synthetic = synthetic_split(smoke_run[0])
     path = tmp_path_factory.mktemp("input") / "gold.conll"
     path.write_text(synthetic.read_text() + FIXTURE_TEST.read_text())
     return path
@@ -120,7 +120,8 @@ def test_loading_the_folder_never_unpickles(exported, monkeypatch):
 def test_the_card_gives_the_numbers_of_results_json(exported, smoke_run):
     from huggingface_hub import ModelCard
 
-    from bga_mner.report.statistics import bootstrap_ci, read_counts
+    from bga_mner.report.bootstrap import bootstrap_ci
+    from bga_mner.report.statistics import read_counts
 
     results = json.loads((smoke_run[0] / "results.json").read_text())
     card = ModelCard.load(exported / "README.md")

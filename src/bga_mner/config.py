@@ -341,6 +341,13 @@ def _load_yaml(path: Path, what: str) -> DictConfig:
         raise ConfigError(f"{path}: not a valid YAML config ({err})".replace("\n", " ")) from None
 
 
+def _dotlist(overrides: Sequence[str]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides {list(overrides)}: {err}".replace("\n", " ")) from None
+
+
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = (),
                 profile: str | None = None) -> DictConfig:
     """Merge the defaults, an experiment, a profile and dotlist overrides into one typed config.
@@ -360,10 +367,7 @@ def load_config(config_file: str | Path | None = None, overrides: Sequence[str] 
         cfg = merge(cfg, _load_yaml(path, "config file"), str(path))
         if cfg.run.experiment is None and path.name == "config.yaml":
             cfg.run.experiment = path.parent.name
-    try:
-        dotlist = OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"overrides {list(overrides)}: {err}".replace("\n", " ")) from None
+    dotlist = _dotlist(overrides)
     if profile is None:
         profile = merge(cfg, dotlist, "overrides").run.profile
     if str(profile) not in PROFILES:
@@ -389,10 +393,7 @@ def load_overrides(config_file: str | Path | None, overrides: Sequence[str] = ()
         The overrides alone (untyped), file then dotlist.
     """
     out = _load_yaml(Path(config_file), "config file") if config_file is not None else OmegaConf.create()
-    try:
-        dotlist = OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"overrides {list(overrides)}: {err}".replace("\n", " ")) from None
+    dotlist = _dotlist(overrides)
     check_values(merge(merge(schema(), out, str(config_file)), dotlist, "overrides"))
     return OmegaConf.merge(out, dotlist)
 

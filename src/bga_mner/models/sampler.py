@@ -116,9 +116,13 @@ def top_share(scores: torch.Tensor, valid: torch.Tensor, share: float) -> torch.
     """
     n = valid.sum(1, keepdim=True).float()  # (B, 1), float32 whatever the precision of the scores
     k = (n * share + 1e-4).floor().clamp(min=1.0)  # (B, 1); 1e-4: a product just below an integer
-    order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)  # (B, N)
-    positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(1, order, positions)  # (B, N) 0 = highest score
+    # rank of unit i = the units ahead of it: a higher score, or an equal one at an earlier position
+    # (a stable descending sort's rank, by comparisons: no sort, which the ONNX export lacks)
+    s = scores.masked_fill(~valid, float("-inf"))  # (B, N)
+    pos = torch.arange(scores.shape[1], device=scores.device)  # (N,)
+    ahead = (s.unsqueeze(1) > s.unsqueeze(2)) | (
+        (s.unsqueeze(1) == s.unsqueeze(2)) & (pos.view(1, 1, -1) < pos.view(1, -1, 1)))  # (B, N, N): [b, i, j] j ahead of i
+    rank = ahead.sum(2)  # (B, N) 0 = highest score
     return (rank < k) & valid
 
 

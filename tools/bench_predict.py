@@ -144,7 +144,7 @@ def matmul_burst(seconds: float = 0.25) -> tuple[float, float]:
 def bench_engines(engines: dict[str, Callable[[list], Any]], inputs: dict[str, list], n: int) -> dict:
     """Seconds of each engine over all chunks, chunk by chunk in turn, with a matmul burst per chunk;
     FLOPs of each engine on the first chunk."""
-    from bga_mner.benchmark import step_flops
+    from bga_mner.profiling import step_flops
 
     seconds = dict.fromkeys(engines, 0.0)
     first_chunk = dict.fromkeys(engines, 0.0)
@@ -163,10 +163,11 @@ def bench_engines(engines: dict[str, Callable[[list], Any]], inputs: dict[str, l
             matmul_flops, matmul_s = matmul_flops + f, matmul_s + s
     result = {}
     for name, engine in engines.items():
-        flops = step_flops(lambda: engine(inputs[name][:CHUNK]))
+        # torch's FLOP counter sees torch's operators only: none for ONNX Runtime (None)
+        flops = step_flops(lambda: engine(inputs[name][:CHUNK])) or None
         result[name] = {"tweets_per_s": n / seconds[name], "seconds": seconds[name],
-                        "gflop_per_tweet": flops / 1e9 / min(CHUNK, n),
-                        "achieved_gflop_per_s": flops / 1e9 / first_chunk[name]}
+                        "gflop_per_tweet": flops and flops / 1e9 / min(CHUNK, n),
+                        "achieved_gflop_per_s": flops and flops / 1e9 / first_chunk[name]}
     return {"engines": result, "matmul_gflop_per_s": matmul_flops / 1e9 / matmul_s, "outputs": outputs}
 
 
@@ -198,8 +199,9 @@ def format_report(r: dict) -> str:
     for name, m in e["engines"].items():
         lines.append(f"| {name} | {m['tweets_per_s']:.1f} | "
                      f"{m['tweets_per_s'] / pipe['tweets_per_s']:.2f}x | {m['tweets_per_s'] / pipe32['tweets_per_s']:.2f}x | "
-                     f"{m['gflop_per_tweet']:.3f} | {m['achieved_gflop_per_s']:.1f} | "
-                     f"{100 * m['achieved_gflop_per_s'] / e['matmul_gflop_per_s']:.0f}% |")
+                     + ("— | — | — |" if m["gflop_per_tweet"] is None else
+                        f"{m['gflop_per_tweet']:.3f} | {m['achieved_gflop_per_s']:.1f} | "
+                        f"{100 * m['achieved_gflop_per_s'] / e['matmul_gflop_per_s']:.0f}% |"))
     for line in r.get("agreement", []):
         lines.append(f"\n{line}")
     return "\n".join(lines)
@@ -288,9 +290,9 @@ def main() -> int:
                     differ = sum(a != b for a, b in zip(outputs[f"{name}, torch fp32"], outputs[label]))
                     r["agreement"].append(f"{label} vs torch fp32: tags differ on {differ} of {len(words)} tweets")
     r["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(format_report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
+    print(format_report(r))
     return 0
 
 

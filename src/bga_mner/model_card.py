@@ -73,13 +73,13 @@ def build_card(results: Mapping[str, Any], run_dir: str | Path, config: Mapping[
         run_dir: the run folder (for ``predictions/test_counts.json``, the CI).
         config: the exported ``config.json`` (the network's settings).
     """
-    run_cfg = results.get("config") or {}
+    run_cfg = results["config"]  # the whole merged config: every key is there
     model_cfg = config["model"]
-    kind = "BGA-MNER" if model_cfg.get("use_mcg", True) else "BERT-CRF"
+    kind = "BGA-MNER" if model_cfg["use_mcg"] else "BERT-CRF"
     dataset, dataset_note, period = _dataset(results.get("dataset"))
     test_dataset = _dataset(results.get("test_dataset") or results.get("dataset"))[0]
     ci = test_f1_interval(run_dir)
-    data_cfg = run_cfg.get("data", {})
+    data_cfg = run_cfg["data"]
     profile = str(results.get("profile"))
     card_data = ModelCardData(
         model_name=f"{kind} ({model_cfg['text_encoder']}, {dataset}, seed {results.get('seed')})",
@@ -97,14 +97,14 @@ def build_card(results: Mapping[str, Any], run_dir: str | Path, config: Mapping[
         synthetic=results.get("dataset") == "synthetic", smoke=profile == "smoke",
         dataset=dataset, dataset_note=dataset_note, test_dataset=test_dataset,
         best_epoch=results.get("best_epoch"), n_labels=len(LABELS), labels=" ".join(LABELS),
-        type_map=dict(data_cfg.get("type_map", {})), max_length=config["max_length"],
+        type_map=dict(data_cfg["type_map"]), max_length=config["max_length"],
         seeds=f"seed {results.get('seed')}, one run", score_rows=rows,
         test_f1=_pct(test["overall"]["f1"]),
         ci="—" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
         ci_note=("the run has no per-tweet counts" if ci is None
                  else f"percentile bootstrap over the {ci[2]} test tweets"),
         dev_f1=_pct(((results.get("dev") or {}).get("overall") or {}).get("f1")),
-        text_encoder=model_cfg["text_encoder"], visual_encoder=model_cfg.get("visual_encoder"),
+        text_encoder=model_cfg["text_encoder"], visual_encoder=model_cfg["visual_encoder"],
         run=results.get("run"), experiment=results.get("experiment"), profile=profile,
         git_commit=results.get("git_commit") or "unknown",
         seconds_per_epoch=("—" if results.get("seconds_per_epoch") is None

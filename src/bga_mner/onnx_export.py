@@ -63,7 +63,7 @@ def export_onnx(network: nn.Module, folder: str | Path) -> tuple[Path, Path]:
     tokens = torch.export.Dim("tokens", min=3, max=positions)  # [CLS] word [SEP] .. the position table
     shapes = ({0: batch, 1: tokens}, {0: batch, 1: tokens}, {0: batch, 1: words})
     with torch.no_grad():
-        program = torch.onnx.export(EmissionsGraph(network.eval()), example_inputs(vocab), dynamo=True,
+        program = torch.onnx.export(EmissionsGraph(network.eval()).eval(), example_inputs(vocab), dynamo=True,
                                     input_names=list(INPUTS), output_names=["emissions"],
                                     dynamic_shapes=shapes, opset_version=OPSET, external_data=False)
     program.save(str(fp32), external_data=False)

@@ -53,7 +53,9 @@ class Tagger:
                  runner: Callable[[dict], torch.Tensor] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
-        self.network = network.eval()
+        # a tagger never trains: no parameter asks for a gradient (tools that trace the forward,
+        # such as torch's FlopCounterMode, then see plain tensors under inference_mode)
+        self.network = network.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)

@@ -181,6 +181,13 @@ def test_randomisation_of_identical_systems_shows_nothing() -> None:
     assert randomisation_test([c], [c]) == pytest.approx(1.0)
 
 
+def test_randomisation_of_systems_that_differ_on_one_tweet_shows_nothing() -> None:
+    # the two swap patterns of the one tweet give +d and -d: p = 2/2
+    a, b = [(1, 1, 1), (0, 1, 1), (2, 3, 2)], [(1, 1, 1), (1, 1, 1), (2, 3, 2)]
+    assert _exact_p(a, b) == pytest.approx(1.0)
+    assert randomisation_test([_overall(a)], [_overall(b)]) == pytest.approx(1.0)
+
+
 def test_randomisation_of_a_dominating_system_is_significant() -> None:
     a = _overall([(1, 1, 1)] * 60)                       # every entity found
     b = _overall([(1, 1, 1)] * 40 + [(0, 1, 1)] * 20)    # a third of them missed

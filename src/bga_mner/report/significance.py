@@ -69,8 +69,10 @@ def randomisation_test(a: Sequence[TweetCounts], b: Sequence[TweetCounts], group
     moves = (tp_a != tp_b) | (pred_a != pred_b)
     d_tp, d_pred = (tp_b - tp_a)[moves], (pred_b - pred_a)[moves]
     units = int(moves.sum())
-    if units == 0:
-        return 1.0  # identical outputs: every swap gives the observed difference, 0
+    if units < 2:
+        # identical outputs: every swap gives the observed difference, 0. One unit that differs: its
+        # two patterns give +d and -d, both as far from 0 as the observed d (scipy needs two units)
+        return 1.0
 
     def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         swapped = np.moveaxis(x >= units, axis, -1).astype(float)  # x holds B's unit where swapped

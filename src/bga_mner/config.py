@@ -112,9 +112,6 @@ class DataConfig:
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        if self.object_source not in OBJECT_SOURCES:
-            raise ConfigError(f"data.object_source={self.object_source!r}: expected one of "
-                              f"{', '.join(OBJECT_SOURCES)}")
         if self.objects_file and self.object_source not in ("auto", "detections"):
             raise ConfigError(f"data.objects_file={self.objects_file!r} is read with data.object_source="
                               f"detections (or auto), not {self.object_source}")
@@ -193,6 +190,15 @@ class TrainerConfig:
     # not a Lightning argument: torch.compile the network (build.compile_network; docs/gpu.md)
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        # limit_*_batches: Lightning's rule, an int (batches) >= 0 or a float (share) in [0, 1]
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or value < 0 or (isinstance(value, float) and value > 1)):
+                raise ConfigError(f"{key}={value!r}: must be a number of batches (an int, at least 0) "
+                                  "or a share of them (a float in [0, 1])")
+
 
 @dataclass
 class LoggingConfig:
@@ -239,15 +245,12 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# trainer.limit_*_batches: Lightning's rule, an int (batches) >= 0 or a float (share) in [0, 1]
-_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
-
 
 def check_values(cfg: DictConfig) -> DictConfig:
     """Check the values of a merged config, before anything is built or created: each field's
     range (:func:`ranged`) and words (:func:`choice`; Enum fields are checked by the merge
     itself), the sections' own rules (``__post_init__``: ``data.length_buckets``, the synthetic
-    set's name counts), ``trainer.limit_*_batches``, and that ``run.name`` is a folder name.
+    set's name counts, ``trainer.limit_*_batches``), and that ``run.name`` is a folder name.
 
     Args:
         cfg: a typed config (:func:`load_config`, :func:`from_container`, :func:`merge`).
@@ -259,14 +262,6 @@ def check_values(cfg: DictConfig) -> DictConfig:
         ConfigError: one line naming the key, the value and what is allowed.
     """
     check_node(cfg, Config)
-    for key in _LIMITS:
-        value = cfg.trainer[key]
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                isinstance(value, float) and value > 1):
-            raise ConfigError(f"trainer.{key}={value!r}: must be a number of batches (an int, at "
-                              "least 0) or a share of them (a float in [0, 1])")
     check_run_name(cfg.run.name)
     return cfg
 

@@ -52,3 +52,12 @@ class Interrupted(BaseException):
     def status(self) -> int:
         """The exit status of a process ended by this signal, as a shell reports it: 128 + signal."""
         return 128 + self.signum
+
+
+def one_line(err: BaseException, limit: int = 160) -> str:
+    """``Type: first sentence of the message``, on one line, at most ``limit`` characters: a
+    library's error (torch's, huggingface_hub's run to paragraphs) quoted inside a message of ours."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

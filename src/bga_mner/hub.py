@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from bga_mner.errors import UserError
+from bga_mner.errors import UserError, one_line
 
 
 class HubUnavailableError(UserError, OSError):
@@ -41,11 +41,6 @@ def _offline() -> bool:
 
     return bool(constants.HF_HUB_OFFLINE)
 
-
-def _one_line(err: BaseException) -> str:
-    """``Type: the first line of the message`` (huggingface_hub's messages run to paragraphs)."""
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-    return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
 
 
 GIVE_FOLDER = "give the folder instead"
@@ -86,7 +81,7 @@ def fetch(name_or_path: str | Path, what: str = "model", allow_patterns: Sequenc
 
 def _unavailable(name: str, what: str, err: BaseException, hint: str) -> str:
     why = ("HF_HUB_OFFLINE=1 is set and it is not in the Hugging Face cache" if _offline()
-           else f"the Hugging Face Hub could not give it ({_one_line(err)})")
+           else f"the Hugging Face Hub could not give it ({one_line(err)})")
     return (f"{what} {name!r}: not a local folder, and {why}; download it where there is a network "
             f"(`hf download {name} --local-dir DIR`) and {hint}")
 
@@ -145,5 +140,5 @@ def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, t
                                    commit_message=commit_message)
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as err:
         raise HubUnavailableError(f"push {repo_id!r}: the Hub refused or could not be reached "
-                                  f"({_one_line(err)}); nothing was uploaded") from None
+                                  f"({one_line(err)}); nothing was uploaded") from None
     return str(getattr(commit, "commit_url", commit))

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from bga_mner.config import check_values, from_container, merge, real_context, to_plain
 from bga_mner.data.conll import LABELS, Tweet
-from bga_mner.errors import UserError
+from bga_mner.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from bga_mner.system import MNERSystem
@@ -126,18 +126,11 @@ def load_checkpoint_file(path: str | Path, hint: str = "", mmap: bool = False) -
         raise  # the command line names the file
     except Exception as err:  # pickle/zip/EOF/OS/RuntimeError: not a checkpoint, or a truncated one
         raise CheckpointError(f"{path}: not a readable checkpoint, or a truncated one "
-                              f"({_one_line(err)}){hint}") from None
+                              f"({one_line(err)}){hint}") from None
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: not a bga-mner checkpoint (holds a {type(blob).__name__}){hint}")
     return blob
 
-
-def _one_line(err: BaseException, limit: int = 160) -> str:
-    """``Type: first sentence of the message``, on one line (torch's messages run long)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
-    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_system(ckpt: Checkpoint, overrides: DictConfig | None = None,
@@ -182,7 +175,7 @@ def load_checkpoint_weights(network: torch.nn.Module, ckpt: Checkpoint) -> None:
         load_network_weights(network, ckpt.state_dict)
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{ckpt.path}: its weights do not fit the network of its config "
-                              f"({_one_line(err)})") from None
+                              f"({one_line(err)})") from None
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
